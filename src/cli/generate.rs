@@ -1,0 +1,105 @@
+//! `ffnskip generate`: one completion, streamed to stdout; statistics to stderr and JSON.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use ffnskip::chat::Message;
+use ffnskip::generate::{generate, GenerateOptions, Generation, Session};
+use ffnskip::skip::Dense;
+use serde_json::json;
+
+use super::common::{ModelArgs, SamplingArgs};
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// The prompt text; `-` reads it from stdin.
+    #[arg(long, short = 'p')]
+    pub prompt: String,
+    /// Wrap the prompt as one user turn in the model's chat template.
+    #[arg(long)]
+    pub chat: bool,
+    /// System message for --chat.
+    #[arg(long, requires = "chat")]
+    pub system: Option<String>,
+    /// Maximum number of tokens to generate.
+    #[arg(long, short = 'n', default_value_t = 128)]
+    pub max_tokens: usize,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    /// Write the run's statistics to this file as one JSON object.
+    #[arg(long)]
+    pub stats_json: Option<PathBuf>,
+}
+
+pub fn run(args: GenerateArgs) -> Result<()> {
+    let sampling = args.sampling.params(0.0)?;
+    let prompt = if args.prompt == "-" {
+        let mut s = String::new();
+        std::io::stdin().read_to_string(&mut s).context("reading the prompt from stdin")?;
+        s
+    } else {
+        args.prompt.clone()
+    };
+    let engine = args.model.load()?;
+    let text = if args.chat {
+        let Some(template) = &engine.chat_template else {
+            bail!("this model has no chat template; drop --chat for a raw completion");
+        };
+        let mut messages = Vec::new();
+        if let Some(system) = &args.system {
+            messages.push(Message::new("system", system));
+        }
+        messages.push(Message::new("user", &prompt));
+        template.render(&messages, true)?
+    } else {
+        prompt
+    };
+    let tokens = engine.tokenizer.encode(&text)?;
+    let mut session = Session::new(&engine.model, args.model.context())?;
+    let opts = GenerateOptions { max_tokens: args.max_tokens, sampling, stop_strings: args.sampling.stop.clone() };
+    let mut stdout = std::io::stdout().lock();
+    let mut write_err = None;
+    let gen = generate(&mut session, &engine.tokenizer, &tokens, &opts, &mut Dense, &mut |piece| {
+        if write_err.is_none() {
+            write_err = stdout.write_all(piece.as_bytes()).and_then(|_| stdout.flush()).err();
+        }
+    })?;
+    if let Some(e) = write_err {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            return Err(e).context("writing to stdout");
+        }
+    }
+    writeln!(stdout).ok();
+    report(&gen, "dense", args.stats_json.as_deref())
+}
+
+fn report(gen: &Generation, policy: &str, json_path: Option<&std::path::Path>) -> Result<()> {
+    eprintln!(
+        "[{policy}] prompt {} tok, generated {} tok ({:?}), prefill {:.1} tok/s, decode {:.1} tok/s",
+        gen.prompt_tokens,
+        gen.tokens.len(),
+        gen.finish_reason,
+        gen.prefill_tok_s(),
+        gen.decode_tok_s()
+    );
+    if let Some(path) = json_path {
+        let stats = json!({
+            "policy": policy,
+            "prompt_tokens": gen.prompt_tokens,
+            "generated_tokens": gen.tokens.len(),
+            "prefill_tok_s": gen.prefill_tok_s(),
+            "decode_tok_s": gen.decode_tok_s(),
+            "prefill_secs": gen.prefill_secs,
+            "decode_secs": gen.decode_secs,
+            "decode_steps": gen.decode_steps,
+            "finish_reason": gen.finish_reason,
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&stats)? + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,52 @@
+//! Flags and subcommands. Thin: each subcommand parses its flags and calls the library.
+
+mod chat;
+mod common;
+mod generate;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+pub use common::ModelArgs;
+
+#[derive(Debug, Parser)]
+#[command(name = "ffnskip", version, about = "Llama-family inference with adaptive FFN skipping")]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Generate a completion of a prompt (streamed to stdout).
+    Generate(generate::GenerateArgs),
+    /// Interactive multi-turn chat on stdin/stdout.
+    Chat(chat::ChatArgs),
+    /// Fetch the default model into the cache (if needed) and print its path.
+    Fetch,
+    /// Print a model's hyper-parameters.
+    Info(ModelArgs),
+}
+
+pub fn run(args: Args) -> Result<()> {
+    init_tracing();
+    match args.command {
+        Command::Generate(a) => generate::run(a),
+        Command::Chat(a) => chat::run(a),
+        Command::Fetch => {
+            println!("{}", ffnskip::fetch::default_model()?.display());
+            Ok(())
+        }
+        Command::Info(a) => {
+            let engine = a.load()?;
+            println!("{:#?}", engine.model.config);
+            Ok(())
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FFNSKIP_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}

@@ -1,0 +1,156 @@
+//! The generation loop: prefill the prompt, then sample and decode one token at a time,
+//! streaming text and stopping at end-of-turn tokens, stop strings or the token limit.
+
+mod session;
+mod stop;
+
+use std::time::Instant;
+
+use serde::Serialize;
+
+pub use session::Session;
+pub use stop::StopMatcher;
+
+use crate::error::Result;
+use crate::model::BlockCounts;
+use crate::sampling::{Sampler, SamplingParams};
+use crate::skip::SkipPolicy;
+use crate::tokenizer::{Tokenizer, Utf8Stream};
+
+#[derive(Debug, Clone)]
+pub struct GenerateOptions {
+    pub max_tokens: usize,
+    pub sampling: SamplingParams,
+    pub stop_strings: Vec<String>,
+}
+
+impl Default for GenerateOptions {
+    fn default() -> Self {
+        Self { max_tokens: 128, sampling: SamplingParams::default(), stop_strings: Vec::new() }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    /// An end-of-sequence / end-of-turn token or a stop string.
+    Stop,
+    /// `max_tokens` reached.
+    Length,
+    /// The context is full.
+    Context,
+}
+
+/// What one generation produced and how long it took.
+#[derive(Debug, Clone)]
+pub struct Generation {
+    pub text: String,
+    pub tokens: Vec<u32>,
+    pub prompt_tokens: usize,
+    /// Prompt tokens actually computed (fewer when a chat turn reused the cache).
+    pub prefilled_tokens: usize,
+    pub prefill_secs: f64,
+    /// Decode steps: one forward per generated token after the first.
+    pub decode_steps: usize,
+    pub decode_secs: f64,
+    pub finish_reason: FinishReason,
+    /// Blocks run during the decode steps, per layer.
+    pub decode_counts: BlockCounts,
+}
+
+impl Generation {
+    pub fn prefill_tok_s(&self) -> f64 {
+        rate(self.prefilled_tokens, self.prefill_secs)
+    }
+
+    pub fn decode_tok_s(&self) -> f64 {
+        rate(self.decode_steps, self.decode_secs)
+    }
+}
+
+fn rate(n: usize, secs: f64) -> f64 {
+    if n == 0 || secs <= 0.0 {
+        0.0
+    } else {
+        n as f64 / secs
+    }
+}
+
+/// Generates a continuation of `prompt`, calling `on_text` with each piece of printable text.
+pub fn generate(
+    session: &mut Session,
+    tokenizer: &Tokenizer,
+    prompt: &[u32],
+    opts: &GenerateOptions,
+    policy: &mut dyn SkipPolicy,
+    on_text: &mut dyn FnMut(&str),
+) -> Result<Generation> {
+    let n_layers = session.model().config.n_layers;
+    let cached_before = session.tokens().iter().zip(prompt).take_while(|(a, b)| a == b).count();
+
+    let t0 = Instant::now();
+    let mut prefill_counts = BlockCounts::new(n_layers);
+    let mut logits = session.prefill(prompt, policy, &mut prefill_counts)?;
+    let prefill_secs = t0.elapsed().as_secs_f64();
+    let prefilled_tokens = prompt.len() - cached_before.min(prompt.len() - 1);
+
+    let t1 = Instant::now();
+    let mut sampler = Sampler::new(opts.sampling.clone());
+    let mut utf8 = Utf8Stream::default();
+    let mut stops = StopMatcher::new(&opts.stop_strings);
+    let mut decode_counts = BlockCounts::new(n_layers);
+    let mut tokens = Vec::new();
+    let mut text = String::new();
+    let mut decode_steps = 0;
+    let mut stopped_by_string = false;
+    let mut emit = |piece: &str, text: &mut String| {
+        if !piece.is_empty() {
+            on_text(piece);
+            text.push_str(piece);
+        }
+    };
+    let finish_reason = loop {
+        if opts.max_tokens == 0 {
+            break FinishReason::Length;
+        }
+        let token = sampler.sample(&mut logits, session.tokens());
+        if tokenizer.stop_tokens().contains(&token) {
+            break FinishReason::Stop;
+        }
+        tokens.push(token);
+        let (piece, hit_stop) = stops.push(&utf8.push(tokenizer.bytes(token)));
+        emit(&piece, &mut text);
+        if hit_stop {
+            stopped_by_string = true;
+            break FinishReason::Stop;
+        }
+        if tokens.len() >= opts.max_tokens {
+            break FinishReason::Length;
+        }
+        if session.tokens().len() >= session.capacity() {
+            break FinishReason::Context;
+        }
+        // Decode: run the new token through the model to get the next distribution.
+        logits = session.decode(token, policy, &mut decode_counts)?;
+        decode_steps += 1;
+    };
+    if !stopped_by_string {
+        // Flush what was held back: an incomplete UTF-8 tail, a partial stop string.
+        let (piece, hit) = stops.push(&utf8.finish());
+        emit(&piece, &mut text);
+        if !hit {
+            emit(&stops.finish(), &mut text);
+        }
+    }
+    Ok(Generation {
+        text,
+        tokens,
+        prompt_tokens: prompt.len(),
+        prefilled_tokens,
+        prefill_secs,
+        decode_steps,
+        decode_secs: t1.elapsed().as_secs_f64(),
+        finish_reason,
+        decode_counts,
+    })
+}

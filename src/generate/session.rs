@@ -1,0 +1,73 @@
+//! A model with its KV cache and the tokens the cache holds: the unit that prefill and decode
+//! steps advance, and that a multi-turn chat keeps between turns.
+
+use crate::error::{Error, Result};
+use crate::model::{BlockCounts, KvCache, Llama, Step};
+use crate::skip::{Phase, SkipPolicy};
+
+pub struct Session<'m> {
+    model: &'m Llama,
+    cache: KvCache,
+    tokens: Vec<u32>,
+}
+
+impl<'m> Session<'m> {
+    /// A session whose context holds `context` tokens (the model's own length when `None`).
+    pub fn new(model: &'m Llama, context: Option<usize>) -> Result<Self> {
+        let context = context.unwrap_or(model.config.context_len);
+        if context == 0 {
+            return Err(Error::InvalidArgument("the context size must be at least 1".into()));
+        }
+        Ok(Self { model, cache: model.new_cache(context), tokens: Vec::new() })
+    }
+
+    pub fn model(&self) -> &'m Llama {
+        self.model
+    }
+
+    /// Every token in the cache, in order.
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.cache.capacity()
+    }
+
+    /// Makes the cache hold exactly `prompt` and returns the logits after its last token. The
+    /// longest prefix already in the cache is reused, so a chat turn only prefills what is new.
+    pub fn prefill(
+        &mut self,
+        prompt: &[u32],
+        policy: &mut dyn SkipPolicy,
+        counts: &mut BlockCounts,
+    ) -> Result<Vec<f32>> {
+        if prompt.is_empty() {
+            return Err(Error::InvalidArgument("the prompt is empty".into()));
+        }
+        if prompt.len() > self.capacity() {
+            return Err(Error::ContextOverflow { tokens: prompt.len(), context: self.capacity() });
+        }
+        let common = self.tokens.iter().zip(prompt).take_while(|(a, b)| a == b).count();
+        // The logits of the last prompt token are needed, so it is always recomputed.
+        let start = common.min(prompt.len() - 1);
+        self.tokens.truncate(start);
+        let step = Step { tokens: &prompt[start..], pos: start, phase: Phase::Prefill, all_logits: false };
+        let logits = self.model.forward(step, &mut self.cache, policy, counts)?;
+        self.tokens.extend_from_slice(&prompt[start..]);
+        Ok(logits)
+    }
+
+    /// Feeds one generated token and returns the logits for the next.
+    pub fn decode(
+        &mut self,
+        token: u32,
+        policy: &mut dyn SkipPolicy,
+        counts: &mut BlockCounts,
+    ) -> Result<Vec<f32>> {
+        let step = Step { tokens: &[token], pos: self.tokens.len(), phase: Phase::Decode, all_logits: false };
+        let logits = self.model.forward(step, &mut self.cache, policy, counts)?;
+        self.tokens.push(token);
+        Ok(logits)
+    }
+}

@@ -1,0 +1,50 @@
+//! ffnskip: a llama-family inference engine that speeds up autoregressive decoding by
+//! adaptively skipping feed-forward blocks (FFN-SkipLLM, Jaiswal et al., 2024).
+//!
+//! Layout: [`model`] (GGUF, forward pass, KV cache) · [`skip`] (skip policies) ·
+//! [`tokenizer`] and [`chat`] · [`sampling`] and [`generate`] · [`fetch`] (the default model).
+
+pub mod chat;
+pub mod error;
+pub mod fetch;
+pub mod generate;
+pub mod model;
+pub mod sampling;
+pub mod skip;
+pub mod tokenizer;
+
+pub use error::{Error, Result};
+
+use std::path::Path;
+
+/// A loaded model with its tokenizer and chat template.
+pub struct Engine {
+    pub model: model::Llama,
+    pub tokenizer: tokenizer::Tokenizer,
+    pub chat_template: Option<chat::ChatTemplate>,
+}
+
+impl Engine {
+    pub fn load(path: &Path) -> Result<Self> {
+        let gguf = model::GgufFile::open(path)?;
+        let model = model::Llama::load(&gguf)?;
+        let tokenizer = tokenizer::Tokenizer::from_gguf(&gguf)?;
+        if tokenizer.vocab_size() > model.config.vocab_size {
+            return Err(Error::Tokenizer(format!(
+                "the tokenizer has {} tokens but the embedding only {}",
+                tokenizer.vocab_size(),
+                model.config.vocab_size
+            )));
+        }
+        let chat_template = chat::ChatTemplate::from_gguf(&gguf, &tokenizer)?;
+        Ok(Self { model, tokenizer, chat_template })
+    }
+
+    /// The given model, or the default one (fetched on first use).
+    pub fn load_or_default(path: Option<&Path>) -> Result<Self> {
+        match path {
+            Some(p) => Self::load(p),
+            None => Self::load(&fetch::default_model()?),
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! The `ffnskip` command-line tool: `main` → `run(args)` → exit code.
+
+mod cli;
+
+use clap::Parser;
+
+fn main() {
+    // A bug must still end in one line, not a backtrace.
+    std::panic::set_hook(Box::new(|info| {
+        eprintln!("ffnskip: internal error: {info}");
+    }));
+    let args = cli::Args::parse();
+    let code = match cli::run(args) {
+        Ok(()) => 0,
+        Err(err) => {
+            let chain: Vec<String> = err.chain().map(|e| e.to_string()).collect();
+            eprintln!("ffnskip: error: {}", chain.join(": "));
+            1
+        }
+    };
+    std::process::exit(code);
+}

@@ -1,0 +1,84 @@
+//! Hyper-parameters of a llama-family model, read from GGUF metadata (`{arch}.*` keys).
+
+use crate::error::{Error, Result};
+use crate::model::gguf::GgufFile;
+
+/// Architectures that share the llama block (pre-norm, RoPE, GQA attention, SwiGLU FFN).
+const LLAMA_FAMILY: &[&str] = &["llama", "mistral"];
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub n_layers: usize,
+    /// Width of the residual stream (`hidden_size`).
+    pub dim: usize,
+    /// Inner width of the SwiGLU FFN (`intermediate_size`).
+    pub ffn_dim: usize,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    /// Number of leading dimensions of each head that RoPE rotates.
+    pub rope_dim: usize,
+    pub rope_base: f32,
+    pub rms_eps: f32,
+    pub context_len: usize,
+    pub vocab_size: usize,
+    /// True when the LM head reuses `token_embd.weight` (no `output.weight` in the file).
+    pub tied_embeddings: bool,
+}
+
+impl Config {
+    pub fn from_gguf(gguf: &GgufFile) -> Result<Self> {
+        let arch = gguf.string("general.architecture")?.to_string();
+        if !LLAMA_FAMILY.contains(&arch.as_str()) {
+            return Err(Error::UnsupportedArchitecture(arch));
+        }
+        let key = |k: &str| format!("{arch}.{k}");
+        let n_layers = gguf.u64(&key("block_count"))? as usize;
+        let dim = gguf.u64(&key("embedding_length"))? as usize;
+        let ffn_dim = gguf.u64(&key("feed_forward_length"))? as usize;
+        let n_heads = gguf.u64(&key("attention.head_count"))? as usize;
+        let n_kv_heads = gguf.u64(&key("attention.head_count_kv")).unwrap_or(n_heads as u64) as usize;
+        if n_layers == 0 || dim == 0 || n_heads == 0 || n_kv_heads == 0 {
+            return Err(Error::Metadata("layer, width and head counts must be positive".into()));
+        }
+        if dim % n_heads != 0 || n_heads % n_kv_heads != 0 {
+            return Err(Error::Metadata(format!(
+                "inconsistent heads: width {dim}, {n_heads} heads, {n_kv_heads} KV heads"
+            )));
+        }
+        let head_dim = gguf.u64(&key("attention.key_length")).map(|d| d as usize).unwrap_or(dim / n_heads);
+        let rope_dim = gguf.u64(&key("rope.dimension_count")).map(|d| d as usize).unwrap_or(head_dim);
+        if rope_dim > head_dim || rope_dim % 2 != 0 {
+            return Err(Error::Metadata(format!("rope dimension {rope_dim} does not fit head size {head_dim}")));
+        }
+        let embd = gguf.tensor_dims("token_embd.weight")?;
+        let vocab_size = embd[0];
+        Ok(Self {
+            n_layers,
+            dim,
+            ffn_dim,
+            n_heads,
+            n_kv_heads,
+            head_dim,
+            rope_dim,
+            rope_base: gguf.f32(&key("rope.freq_base")).unwrap_or(10_000.0),
+            rms_eps: gguf.f32(&key("attention.layer_norm_rms_epsilon")).unwrap_or(1e-5),
+            context_len: gguf.u64(&key("context_length")).unwrap_or(2048) as usize,
+            vocab_size,
+            tied_embeddings: !gguf.has_tensor("output.weight"),
+        })
+    }
+
+    /// Query heads that share one KV head (grouped-query attention).
+    pub fn group_size(&self) -> usize {
+        self.n_heads / self.n_kv_heads
+    }
+
+    pub fn kv_dim(&self) -> usize {
+        self.n_kv_heads * self.head_dim
+    }
+
+    pub fn q_dim(&self) -> usize {
+        self.n_heads * self.head_dim
+    }
+}

@@ -1,0 +1,16 @@
+//! Loading a llama-family GGUF and running its forward pass.
+
+mod attention;
+pub mod config;
+pub mod gguf;
+mod kv_cache;
+pub mod linear;
+mod llama;
+pub mod ops;
+mod weights;
+
+pub use config::Config;
+pub use gguf::GgufFile;
+pub use kv_cache::KvCache;
+pub use llama::{saturation, BlockCounts, Llama, Step};
+pub use weights::LayerWeights;

@@ -1,0 +1,68 @@
+//! Small element-wise and reduction steps of the forward pass, on plain `f32` rows.
+
+/// `out = x / sqrt(mean(x²) + eps) * w`, for each row of `x`.
+pub fn rms_norm(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
+    let mut out = vec![0f32; x.len()];
+    for (row, out_row) in x.chunks_exact(w.len()).zip(out.chunks_exact_mut(w.len())) {
+        let mean_sq = row.iter().map(|v| v * v).sum::<f32>() / w.len() as f32;
+        let scale = 1.0 / (mean_sq + eps).sqrt();
+        for ((o, v), wi) in out_row.iter_mut().zip(row).zip(w) {
+            *o = v * scale * wi;
+        }
+    }
+    out
+}
+
+/// SwiGLU gate: `gate[i] = silu(gate[i]) * up[i]`, with `silu(g) = g / (1 + e^-g)`.
+pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
+    for (g, u) in gate.iter_mut().zip(up) {
+        *g = *g / (1.0 + (-*g).exp()) * u;
+    }
+}
+
+/// Residual add: `x += delta`.
+pub fn add_assign(x: &mut [f32], delta: &[f32]) {
+    for (a, b) in x.iter_mut().zip(delta) {
+        *a += b;
+    }
+}
+
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+pub fn norm(a: &[f32]) -> f32 {
+    dot(a, a).sqrt()
+}
+
+/// In-place softmax.
+pub fn softmax(x: &mut [f32]) {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0;
+    for v in x.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    for v in x.iter_mut() {
+        *v /= sum;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rms_norm_of_constant_row_is_weight() {
+        let out = rms_norm(&[2.0, 2.0, 2.0, 2.0], &[1.0, 0.5, 2.0, 1.0], 0.0);
+        assert_eq!(out, vec![1.0, 0.5, 2.0, 1.0]);
+    }
+
+    #[test]
+    fn softmax_sums_to_one_and_keeps_order() {
+        let mut x = vec![1.0, 3.0, 2.0];
+        softmax(&mut x);
+        assert!((x.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        assert!(x[1] > x[2] && x[2] > x[0]);
+    }
+}

@@ -1,0 +1,105 @@
+//! The weights of a llama-family model, named after the GGUF tensors
+//! (`blk.{l}.attn_q.weight` ↔ HF `model.layers.{l}.self_attn.q_proj.weight`, and so on).
+
+use std::sync::Arc;
+
+use candle_core::quantized::QTensor;
+
+use crate::error::{Error, Result};
+use crate::model::config::Config;
+use crate::model::gguf::GgufFile;
+use crate::model::linear::Linear;
+
+pub struct LayerWeights {
+    pub attn_norm: Vec<f32>,
+    pub attn_q: Linear,
+    pub attn_k: Linear,
+    pub attn_v: Linear,
+    pub attn_output: Linear,
+    pub ffn_norm: Vec<f32>,
+    pub ffn_gate: Linear,
+    pub ffn_up: Linear,
+    pub ffn_down: Linear,
+}
+
+impl LayerWeights {
+    /// Bytes of weights one FFN evaluation reads: what a skipped FFN saves.
+    pub fn ffn_bytes(&self) -> usize {
+        self.ffn_gate.weight_bytes() + self.ffn_up.weight_bytes() + self.ffn_down.weight_bytes()
+    }
+
+    pub fn attention_bytes(&self) -> usize {
+        [&self.attn_q, &self.attn_k, &self.attn_v, &self.attn_output]
+            .iter()
+            .map(|l| l.weight_bytes())
+            .sum()
+    }
+}
+
+pub struct Weights {
+    pub token_embd: Arc<QTensor>,
+    pub layers: Vec<LayerWeights>,
+    pub output_norm: Vec<f32>,
+    pub output: Linear,
+    pub rope_freqs: Option<Vec<f32>>,
+}
+
+impl Weights {
+    pub fn load(gguf: &GgufFile, cfg: &Config) -> Result<Self> {
+        let token_embd = Arc::new(gguf.tensor("token_embd.weight")?);
+        let output = if cfg.tied_embeddings {
+            Linear::new(token_embd.clone())?
+        } else {
+            linear(gguf, "output.weight", cfg.vocab_size, cfg.dim)?
+        };
+        let layers = (0..cfg.n_layers)
+            .map(|l| {
+                let p = |name: &str| format!("blk.{l}.{name}.weight");
+                Ok(LayerWeights {
+                    attn_norm: vector(gguf, &p("attn_norm"), cfg.dim)?,
+                    attn_q: linear(gguf, &p("attn_q"), cfg.q_dim(), cfg.dim)?,
+                    attn_k: linear(gguf, &p("attn_k"), cfg.kv_dim(), cfg.dim)?,
+                    attn_v: linear(gguf, &p("attn_v"), cfg.kv_dim(), cfg.dim)?,
+                    attn_output: linear(gguf, &p("attn_output"), cfg.dim, cfg.q_dim())?,
+                    ffn_norm: vector(gguf, &p("ffn_norm"), cfg.dim)?,
+                    ffn_gate: linear(gguf, &p("ffn_gate"), cfg.ffn_dim, cfg.dim)?,
+                    ffn_up: linear(gguf, &p("ffn_up"), cfg.ffn_dim, cfg.dim)?,
+                    ffn_down: linear(gguf, &p("ffn_down"), cfg.dim, cfg.ffn_dim)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let rope_freqs = if gguf.has_tensor("rope_freqs.weight") {
+            Some(vector(gguf, "rope_freqs.weight", cfg.rope_dim / 2)?)
+        } else {
+            None
+        };
+        Ok(Self {
+            token_embd,
+            layers,
+            output_norm: vector(gguf, "output_norm.weight", cfg.dim)?,
+            output,
+            rope_freqs,
+        })
+    }
+}
+
+fn check_shape(name: &str, got: &[usize], want: &[usize]) -> Result<()> {
+    if got != want {
+        return Err(Error::Metadata(format!(
+            "tensor '{name}' has shape {got:?}, the metadata implies {want:?}"
+        )));
+    }
+    Ok(())
+}
+
+fn linear(gguf: &GgufFile, name: &str, out_dim: usize, in_dim: usize) -> Result<Linear> {
+    let t = gguf.tensor(name)?;
+    check_shape(name, t.shape().dims(), &[out_dim, in_dim])?;
+    Linear::new(Arc::new(t))
+}
+
+fn vector(gguf: &GgufFile, name: &str, len: usize) -> Result<Vec<f32>> {
+    let t = gguf.tensor(name)?;
+    check_shape(name, t.shape().dims(), &[len])?;
+    Ok(t.dequantize(&candle_core::Device::Cpu)?.to_vec1::<f32>()?)
+}

@@ -1,0 +1,198 @@
+//! Choosing the next token from the logits: repetition penalty, then greedy argmax or
+//! top-k → top-p → min-p → temperature → a seeded draw (llama.cpp's order).
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SamplingParams {
+    /// 0 means greedy.
+    pub temperature: f32,
+    /// 0 means off.
+    pub top_k: usize,
+    /// 1 means off.
+    pub top_p: f32,
+    /// 0 means off.
+    pub min_p: f32,
+    /// 1 means off; applied to the last `repeat_last_n` tokens.
+    pub repeat_penalty: f32,
+    pub repeat_last_n: usize,
+    pub seed: u64,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        Self {
+            temperature: 0.0,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.0,
+            repeat_penalty: 1.0,
+            repeat_last_n: 64,
+            seed: 42,
+        }
+    }
+}
+
+impl SamplingParams {
+    pub fn validate(&self) -> Result<()> {
+        let bad = |msg: &str| Err(Error::InvalidArgument(msg.to_string()));
+        if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
+            return bad("temperature must be a finite number ≥ 0");
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return bad("top-p must be in (0, 1]");
+        }
+        if !(0.0..=1.0).contains(&self.min_p) {
+            return bad("min-p must be in [0, 1]");
+        }
+        if !(self.repeat_penalty > 0.0 && self.repeat_penalty.is_finite()) {
+            return bad("repeat-penalty must be a finite number > 0");
+        }
+        Ok(())
+    }
+
+    pub fn is_greedy(&self) -> bool {
+        self.temperature <= 0.0
+    }
+}
+
+pub struct Sampler {
+    params: SamplingParams,
+    rng: StdRng,
+    candidates: Vec<(u32, f32)>,
+}
+
+impl Sampler {
+    pub fn new(params: SamplingParams) -> Self {
+        let rng = StdRng::seed_from_u64(params.seed);
+        Self { params, rng, candidates: Vec::new() }
+    }
+
+    /// Picks the next token; `history` is every token so far (prompt and generated).
+    pub fn sample(&mut self, logits: &mut [f32], history: &[u32]) -> u32 {
+        let p = &self.params;
+        if p.repeat_penalty != 1.0 {
+            apply_repeat_penalty(logits, history, p.repeat_penalty, p.repeat_last_n);
+        }
+        if p.is_greedy() {
+            return argmax(logits);
+        }
+        let c = &mut self.candidates;
+        c.clear();
+        c.extend(logits.iter().enumerate().map(|(i, &l)| (i as u32, l)));
+        c.sort_unstable_by(|a, b| b.1.total_cmp(&a.1));
+        if p.top_k > 0 {
+            c.truncate(p.top_k);
+        }
+        // Probabilities at temperature 1 for the nucleus and min-p cut-offs.
+        let max = c[0].1;
+        let mut probs: Vec<f32> = c.iter().map(|&(_, l)| (l - max).exp()).collect();
+        let sum: f32 = probs.iter().sum();
+        probs.iter_mut().for_each(|q| *q /= sum);
+        let mut keep = c.len();
+        if p.top_p < 1.0 {
+            let mut cum = 0.0;
+            for (i, q) in probs.iter().enumerate() {
+                cum += q;
+                if cum >= p.top_p {
+                    keep = keep.min(i + 1);
+                    break;
+                }
+            }
+        }
+        if p.min_p > 0.0 {
+            let floor = p.min_p * probs[0];
+            keep = keep.min(probs.iter().take_while(|&&q| q >= floor).count().max(1));
+        }
+        c.truncate(keep);
+        let weights: Vec<f32> = c.iter().map(|&(_, l)| ((l - max) / p.temperature).exp()).collect();
+        let total: f32 = weights.iter().sum();
+        let mut r = self.rng.random::<f32>() * total;
+        for (&(id, _), w) in c.iter().zip(&weights) {
+            if r < *w {
+                return id;
+            }
+            r -= w;
+        }
+        c[c.len() - 1].0
+    }
+}
+
+/// The index of the largest logit (the first one on a tie).
+pub fn argmax(logits: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &l) in logits.iter().enumerate() {
+        if l > logits[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+/// CTRL-style penalty: positive logits of recent tokens are divided by `penalty`, negative
+/// ones multiplied, each token once.
+fn apply_repeat_penalty(logits: &mut [f32], history: &[u32], penalty: f32, last_n: usize) {
+    let recent = &history[history.len().saturating_sub(last_n)..];
+    let mut seen = std::collections::HashSet::new();
+    for &t in recent {
+        if let Some(l) = logits.get_mut(t as usize) {
+            if seen.insert(t) {
+                *l = if *l > 0.0 { *l / penalty } else { *l * penalty };
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(temperature: f32) -> SamplingParams {
+        SamplingParams { temperature, ..Default::default() }
+    }
+
+    #[test]
+    fn greedy_takes_argmax() {
+        let mut s = Sampler::new(params(0.0));
+        assert_eq!(s.sample(&mut [0.1, 2.0, 1.0], &[]), 1);
+    }
+
+    #[test]
+    fn same_seed_same_draws_and_top_k_one_is_greedy() {
+        let logits = vec![1.0, 1.1, 0.9, 1.05, 0.2];
+        let draw = |seed| {
+            let mut s = Sampler::new(SamplingParams { seed, ..params(1.0) });
+            (0..20).map(|_| s.sample(&mut logits.clone(), &[])).collect::<Vec<_>>()
+        };
+        assert_eq!(draw(7), draw(7));
+        assert_ne!(draw(7), draw(8));
+        let mut s = Sampler::new(SamplingParams { top_k: 1, ..params(1.0) });
+        assert!((0..20).all(|_| s.sample(&mut logits.clone(), &[]) == 1));
+    }
+
+    #[test]
+    fn top_p_and_min_p_cut_the_tail() {
+        // softmax([5,0,0]) puts 0.987 on token 0: a nucleus of 0.9 keeps only it.
+        let mut s = Sampler::new(SamplingParams { top_p: 0.9, ..params(1.0) });
+        assert!((0..50).all(|_| s.sample(&mut [5.0, 0.0, 0.0], &[]) == 0));
+        let mut s = Sampler::new(SamplingParams { min_p: 0.5, ..params(1.0) });
+        assert!((0..50).all(|_| s.sample(&mut [3.0, 2.9, -4.0], &[]) != 2));
+    }
+
+    #[test]
+    fn repeat_penalty_changes_the_greedy_choice() {
+        let mut s = Sampler::new(SamplingParams { repeat_penalty: 2.0, ..params(0.0) });
+        assert_eq!(s.sample(&mut [3.0, 2.0], &[0]), 1);
+    }
+
+    #[test]
+    fn invalid_params_are_rejected() {
+        assert!(SamplingParams { top_p: 0.0, ..Default::default() }.validate().is_err());
+        assert!(SamplingParams { temperature: -1.0, ..Default::default() }.validate().is_err());
+        assert!(SamplingParams::default().validate().is_ok());
+    }
+}
