@@ -17,7 +17,7 @@ pub enum Error {
     #[error("unsupported architecture '{0}' (ffnskip runs llama-family models: llama, mistral)")]
     UnsupportedArchitecture(String),
 
-    #[error("tensor '{tensor}' has quantisation type {dtype}, which ffnskip does not support")]
+    #[error("unsupported quantisation type {dtype} (tensor {tensor})")]
     UnsupportedQuantisation { tensor: String, dtype: String },
 
     #[error("GGUF metadata: {0}")]

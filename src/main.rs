@@ -9,7 +9,20 @@ fn main() {
     std::panic::set_hook(Box::new(|info| {
         eprintln!("ffnskip: internal error: {info}");
     }));
-    let args = cli::Args::parse();
+    let args = match cli::Args::try_parse() {
+        Ok(args) => args,
+        Err(err) if !err.use_stderr() => {
+            // --help and --version.
+            let _ = err.print();
+            std::process::exit(0);
+        }
+        Err(err) => {
+            let msg = err.to_string();
+            let reason = msg.lines().next().unwrap_or("invalid arguments");
+            eprintln!("ffnskip: {reason} (see --help)");
+            std::process::exit(2);
+        }
+    };
     let code = match cli::run(args) {
         Ok(()) => 0,
         Err(err) => {

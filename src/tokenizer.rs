@@ -265,21 +265,20 @@ fn sentencepiece_bpe(v: &Vocabulary) -> Result<HfTokenizer> {
     Ok(hf)
 }
 
-/// GPT-2's reversible map from bytes to printable characters, inverted.
-fn byte_level_decoder() -> HashMap<char, u8> {
+/// GPT-2's reversible map from a byte to the printable character byte-level BPE vocabularies
+/// spell it with: printable Latin-1 bytes stand for themselves, the other 68 bytes are mapped in
+/// order to U+0100 onwards.
+pub fn byte_level_char(b: u8) -> char {
     let printable = |b: u8| matches!(b, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF);
-    let mut map = HashMap::new();
-    let mut n = 0u32;
-    for b in 0..=255u8 {
-        let c = if printable(b) {
-            char::from(b)
-        } else {
-            n += 1;
-            char::from_u32(255 + n).expect("256..=323 are valid chars")
-        };
-        map.insert(c, b);
+    if printable(b) {
+        return char::from(b);
     }
-    map
+    let rank = (0..b).filter(|&x| !printable(x)).count() as u32;
+    char::from_u32(256 + rank).expect("U+0100..U+0143 are valid chars")
+}
+
+fn byte_level_decoder() -> HashMap<char, u8> {
+    (0..=255u8).map(|b| (byte_level_char(b), b)).collect()
 }
 
 fn byte_level_bytes(v: &Vocabulary) -> Vec<Vec<u8>> {
@@ -355,5 +354,76 @@ impl Utf8Stream {
         let s = String::from_utf8_lossy(&self.pending).into_owned();
         self.pending.clear();
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_level_chars_match_gpt2() {
+        assert_eq!(byte_level_char(b' '), 'Ġ');
+        assert_eq!(byte_level_char(b'\n'), 'Ċ');
+        assert_eq!(byte_level_char(b'a'), 'a');
+        assert_eq!(byte_level_decoder().len(), 256);
+    }
+
+    #[test]
+    fn utf8_stream_holds_back_incomplete_sequences() {
+        let mut s = Utf8Stream::default();
+        let euro = "€".as_bytes(); // 3 bytes
+        assert_eq!(s.push(&euro[..1]), "");
+        assert_eq!(s.push(&euro[1..2]), "");
+        assert_eq!(s.push(&[euro[2], b'!']), "€!");
+        assert_eq!(s.push(&[0xFF, b'a']), "\u{FFFD}a");
+        assert_eq!(s.push(&[0xE2]), "");
+        assert_eq!(s.finish(), "\u{FFFD}");
+    }
+
+    /// A SentencePiece vocabulary in the llama GGUF layout, with byte fallback.
+    fn spm_vocabulary() -> Vocabulary {
+        let mut tokens = vec!["<unk>".to_string(), "<s>".to_string(), "</s>".to_string()];
+        let mut types = vec![2, TYPE_CONTROL, TYPE_CONTROL];
+        for b in 0..=255u8 {
+            tokens.push(format!("<0x{b:02X}>"));
+            types.push(TYPE_BYTE);
+        }
+        let pieces = ["▁", "h", "e", "l", "o", "w", "r", "d", "he", "ll", "llo", "hello", "▁hello", "▁w", "or", "▁wor", "ld", "▁world"];
+        let mut scores = vec![0.0; tokens.len()];
+        for (i, p) in pieces.iter().enumerate() {
+            tokens.push(p.to_string());
+            types.push(TYPE_NORMAL);
+            scores.push(i as f32);
+        }
+        Vocabulary {
+            model: "llama".into(),
+            pre: None,
+            token_types: types,
+            scores,
+            merges: vec![],
+            bos: Some(1),
+            eos: Some(2),
+            eot: None,
+            add_bos: true,
+            add_space_prefix: true,
+            tokens,
+        }
+    }
+
+    #[test]
+    fn sentencepiece_round_trip_with_byte_fallback() {
+        let tok = Tokenizer::from_vocabulary(spm_vocabulary()).unwrap();
+        let ids = tok.encode("hello world é").unwrap();
+        assert_eq!(ids[0], 1, "BOS is added");
+        assert_eq!(tok.id_to_token(ids[1]), Some("▁hello"));
+        assert_eq!(tok.id_to_token(ids[2]), Some("▁world"));
+        // 'é' is not in the vocabulary: it falls back to its two UTF-8 bytes.
+        let tail: Vec<&str> = ids[ids.len() - 2..].iter().map(|&i| tok.id_to_token(i).unwrap()).collect();
+        assert_eq!(tail, ["<0xC3>", "<0xA9>"]);
+        // Our byte table and the HF decoder agree, up to SentencePiece's leading space.
+        assert_eq!(tok.decode(&ids), " hello world é");
+        assert_eq!(tok.hf().decode(&ids[1..], true).unwrap(), "hello world é");
+        assert_eq!(tok.stop_tokens(), &[2]);
     }
 }

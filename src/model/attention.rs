@@ -1,7 +1,9 @@
 //! Rotary position embedding and causal grouped-query attention over the KV cache.
 
+use half::f16;
+
 use crate::model::config::Config;
-use crate::model::ops::{dot, softmax};
+use crate::model::ops::softmax;
 
 /// Per-position `cos`/`sin` of the RoPE angles `θ_i·pos`, `θ_i = base^(-2i/rope_dim)`.
 pub struct Rope {
@@ -39,28 +41,43 @@ impl Rope {
 /// values of positions `0..pos0+rows`. Query head `h` reads KV head `h / group_size`.
 ///
 /// `out[s, h] = Σ_t softmax_t(q[s,h]·k[t] / √d) · v[t]`, for `t ≤ pos0 + s`.
-pub fn attend(cfg: &Config, q: &[f32], keys: &[f32], values: &[f32], pos0: usize) -> Vec<f32> {
+///
+/// Like llama.cpp's CPU path, the query and the attention weights are rounded to f16 before
+/// they meet the f16 cache; products and sums are f32.
+pub fn attend(cfg: &Config, q: &[f32], keys: &[f16], values: &[f16], pos0: usize) -> Vec<f32> {
     let (hd, kv_dim, q_dim) = (cfg.head_dim, cfg.kv_dim(), cfg.q_dim());
     let scale = 1.0 / (hd as f32).sqrt();
     let rows = q.len() / q_dim;
     let mut out = vec![0f32; q.len()];
     let mut scores = Vec::with_capacity(pos0 + rows);
+    let mut q_head = vec![0f32; hd];
     for s in 0..rows {
         let n_ctx = pos0 + s + 1;
         for h in 0..cfg.n_heads {
             let kv_off = (h / cfg.group_size()) * hd;
-            let q_head = &q[s * q_dim + h * hd..][..hd];
+            for (dst, src) in q_head.iter_mut().zip(&q[s * q_dim + h * hd..][..hd]) {
+                *dst = round_f16(*src);
+            }
             scores.clear();
-            scores.extend((0..n_ctx).map(|t| dot(q_head, &keys[t * kv_dim + kv_off..][..hd]) * scale));
+            scores.extend((0..n_ctx).map(|t| dot_f16(&q_head, &keys[t * kv_dim + kv_off..][..hd]) * scale));
             softmax(&mut scores);
             let out_head = &mut out[s * q_dim + h * hd..][..hd];
             for (t, w) in scores.iter().enumerate() {
+                let w = round_f16(*w);
                 let v = &values[t * kv_dim + kv_off..][..hd];
                 for (o, vi) in out_head.iter_mut().zip(v) {
-                    *o += w * vi;
+                    *o += w * vi.to_f32();
                 }
             }
         }
     }
     out
+}
+
+fn round_f16(x: f32) -> f32 {
+    f16::from_f32(x).to_f32()
+}
+
+fn dot_f16(a: &[f32], b: &[f16]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y.to_f32()).sum()
 }

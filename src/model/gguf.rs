@@ -57,7 +57,14 @@ impl GgufFile {
         use std::io::Seek;
         file.seek(std::io::SeekFrom::Start(0))?;
         let content = Content::read(&mut BufReader::new(&mut file)).map_err(|e| {
-            Error::CorruptGguf { path: path_buf.clone(), reason: first_line(&e.to_string()) }
+            let reason = first_line(&e.to_string());
+            match reason.strip_prefix("unknown dtype for tensor ") {
+                Some(id) => Error::UnsupportedQuantisation {
+                    tensor: "in the header".into(),
+                    dtype: format!("ggml type {id}"),
+                },
+                None => Error::CorruptGguf { path: path_buf.clone(), reason },
+            }
         })?;
         // SAFETY: the map is read-only and the file is not modified while ffnskip runs; a
         // concurrent writer could change the weights under us, which is the usual mmap caveat.
@@ -123,7 +130,7 @@ impl GgufFile {
         let info = self.info(name)?;
         if !SUPPORTED_DTYPES.contains(&info.ggml_dtype) {
             return Err(Error::UnsupportedQuantisation {
-                tensor: name.to_string(),
+                tensor: format!("'{name}'"),
                 dtype: format!("{:?}", info.ggml_dtype),
             });
         }

@@ -14,7 +14,7 @@ use crate::model::attention::{attend, Rope};
 use crate::model::config::Config;
 use crate::model::gguf::GgufFile;
 use crate::model::kv_cache::KvCache;
-use crate::model::ops::{add_assign, rms_norm, silu_mul};
+use crate::model::ops::{add_assign, cosine, norm, rms_norm, silu_mul};
 use crate::model::weights::{LayerWeights, Weights};
 use crate::skip::{LayerPlan, Phase, Saturation, SkipPolicy};
 
@@ -100,6 +100,9 @@ impl Llama {
                     counts.kv_writes[l] += rows as u64;
                 }
                 plan @ (LayerPlan::Full | LayerPlan::SkipFfn) => {
+                    let wants = policy.wants_saturation(l);
+                    let last = (rows - 1) * cfg.dim;
+                    let layer_input = if wants { x[last..].to_vec() } else { Vec::new() };
                     // h_mid = x + Attn(RMSNorm_att(x))
                     self.attention(l, &mut x, step.pos, cache)?;
                     counts.attention[l] += rows as u64;
@@ -107,12 +110,12 @@ impl Llama {
                     if plan == LayerPlan::Full {
                         // h_out = h_mid + FFN(RMSNorm_ffn(h_mid))
                         let delta = self.ffn(l, &x, rows)?;
-                        if policy.wants_saturation(l) {
-                            let last = (rows - 1) * cfg.dim;
-                            policy.observe(l, saturation(&x[last..], &delta[last..]));
-                        }
+                        let h_mid = wants.then(|| x[last..].to_vec());
                         add_assign(&mut x, &delta);
                         counts.ffn[l] += rows as u64;
+                        if let Some(h_mid) = h_mid {
+                            policy.observe(l, saturation(&layer_input, &h_mid, &x[last..]));
+                        }
                     }
                 }
             }
@@ -169,19 +172,14 @@ impl Llama {
     }
 }
 
-/// `cos(h_mid, h_mid + delta)` and `‖delta‖ / ‖h_mid‖` for one row.
-pub fn saturation(h_mid: &[f32], delta: &[f32]) -> Saturation {
-    let (mut hh, mut hd, mut dd) = (0f32, 0f32, 0f32);
-    for (h, d) in h_mid.iter().zip(delta) {
-        hh += h * h;
-        hd += h * d;
-        dd += d * d;
+/// The saturation signals of one row from the layer input `x`, `h_mid` and `h_out`.
+pub fn saturation(x: &[f32], h_mid: &[f32], h_out: &[f32]) -> Saturation {
+    let delta_norm = h_mid.iter().zip(h_out).map(|(a, b)| (b - a) * (b - a)).sum::<f32>().sqrt();
+    Saturation {
+        cosine: cosine(h_mid, h_out),
+        norm_ratio: delta_norm / norm(h_mid).max(f32::MIN_POSITIVE),
+        layer_cosine: cosine(x, h_out),
     }
-    // h_out = h + d:  h·h_out = hh + hd,  ‖h_out‖² = hh + 2hd + dd.
-    let h_out_norm = (hh + 2.0 * hd + dd).max(0.0).sqrt();
-    let cosine = (hh + hd) / (hh.sqrt() * h_out_norm).max(f32::MIN_POSITIVE);
-    let norm_ratio = dd.sqrt() / hh.sqrt().max(f32::MIN_POSITIVE);
-    Saturation { cosine, norm_ratio }
 }
 
 #[cfg(test)]
@@ -190,10 +188,13 @@ mod tests {
 
     #[test]
     fn saturation_of_parallel_and_orthogonal_updates() {
-        let s = saturation(&[1.0, 0.0], &[1.0, 0.0]);
+        // FFN(u) parallel to h_mid: cosine 1, norm ratio 1.
+        let s = saturation(&[0.0, 1.0], &[1.0, 0.0], &[2.0, 0.0]);
         assert!((s.cosine - 1.0).abs() < 1e-6);
         assert!((s.norm_ratio - 1.0).abs() < 1e-6);
-        let s = saturation(&[1.0, 0.0], &[0.0, 1.0]);
+        assert!(s.layer_cosine.abs() < 1e-6);
+        // FFN(u) orthogonal to h_mid, same length: 45 degrees.
+        let s = saturation(&[1.0, 0.0], &[1.0, 0.0], &[1.0, 1.0]);
         assert!((s.cosine - std::f32::consts::FRAC_1_SQRT_2).abs() < 1e-6);
     }
 }

@@ -35,6 +35,16 @@ pub fn norm(a: &[f32]) -> f32 {
     dot(a, a).sqrt()
 }
 
+/// `a·b / (‖a‖‖b‖)`, 0 when either is zero.
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let denom = norm(a) * norm(b);
+    if denom > 0.0 {
+        dot(a, b) / denom
+    } else {
+        0.0
+    }
+}
+
 /// In-place softmax.
 pub fn softmax(x: &mut [f32]) {
     let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);

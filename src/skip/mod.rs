@@ -35,6 +35,9 @@ pub struct Saturation {
     pub cosine: f32,
     /// `‖FFN(u)‖ / ‖h_mid‖`.
     pub norm_ratio: f32,
+    /// `cos(x, h_out)`: the layer's input against its output, for whole-layer tests
+    /// (early exit, layer dropping).
+    pub layer_cosine: f32,
 }
 
 pub trait SkipPolicy {

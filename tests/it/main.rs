@@ -1,0 +1,9 @@
+//! Integration tests, one binary: `cargo test --release`.
+
+mod cli_errors;
+mod common;
+mod forward;
+mod generate_cli;
+mod reference;
+mod tiny_model;
+mod tokenizer;

@@ -1,0 +1,100 @@
+//! A tiny random llama model written to a temporary GGUF through candle's GGUF writer, with a
+//! byte-level BPE vocabulary and a ChatML template, for tests that need a real file.
+
+use std::path::Path;
+
+use candle_core::quantized::gguf_file::{self, Value};
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{Device, Tensor};
+use ffnskip::tokenizer::byte_level_char;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+pub const DIM: usize = 64;
+pub const FFN_DIM: usize = 96;
+pub const N_LAYERS: usize = 3;
+pub const CONTEXT: u32 = 64;
+pub const CHATML: &str = "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+
+pub struct TinyModel {
+    pub architecture: &'static str,
+    pub dtype: GgmlDType,
+    pub seed: u64,
+}
+
+impl Default for TinyModel {
+    fn default() -> Self {
+        Self { architecture: "llama", dtype: GgmlDType::F32, seed: 1 }
+    }
+}
+
+/// Byte tokens 0..256, two merged tokens, then the specials.
+pub fn vocabulary() -> (Vec<String>, Vec<i32>, Vec<String>) {
+    let mut tokens: Vec<String> = (0..=255u8).map(|b| byte_level_char(b).to_string()).collect();
+    tokens.extend(["Ġt", "Ġth"].map(String::from));
+    let merges = vec!["Ġ t".to_string(), "Ġt h".to_string()];
+    tokens.extend(["<|im_start|>", "<|im_end|>"].map(String::from));
+    let mut types = vec![1; tokens.len()];
+    let n = types.len();
+    types[n - 2] = 3;
+    types[n - 1] = 3;
+    (tokens, types, merges)
+}
+
+impl TinyModel {
+    pub fn write(&self, path: &Path) {
+        let dev = Device::Cpu;
+        let (tokens, types, merges) = vocabulary();
+        let vocab = tokens.len();
+        let mut rng = StdRng::seed_from_u64(self.seed);
+        let mut rand = |shape: &[usize], scale: f32| -> QTensor {
+            let n = shape.iter().product();
+            let data: Vec<f32> = (0..n).map(|_| (rng.random::<f32>() * 2.0 - 1.0) * scale).collect();
+            let t = Tensor::from_vec(data, shape, &dev).unwrap();
+            QTensor::quantize(&t, self.dtype).unwrap()
+        };
+        let ones = |n: usize| QTensor::quantize(&Tensor::ones(n, candle_core::DType::F32, &dev).unwrap(), GgmlDType::F32).unwrap();
+        let mut tensors: Vec<(String, QTensor)> = vec![
+            ("token_embd.weight".into(), rand(&[vocab, DIM], 1.0)),
+            ("output_norm.weight".into(), ones(DIM)),
+        ];
+        let (heads, kv_heads, hd) = (4usize, 2usize, DIM / 4);
+        for l in 0..N_LAYERS {
+            let p = |n: &str| format!("blk.{l}.{n}.weight");
+            tensors.push((p("attn_norm"), ones(DIM)));
+            tensors.push((p("attn_q"), rand(&[heads * hd, DIM], 0.2)));
+            tensors.push((p("attn_k"), rand(&[kv_heads * hd, DIM], 0.2)));
+            tensors.push((p("attn_v"), rand(&[kv_heads * hd, DIM], 0.2)));
+            tensors.push((p("attn_output"), rand(&[DIM, heads * hd], 0.2)));
+            tensors.push((p("ffn_norm"), ones(DIM)));
+            tensors.push((p("ffn_gate"), rand(&[FFN_DIM, DIM], 0.2)));
+            tensors.push((p("ffn_up"), rand(&[FFN_DIM, DIM], 0.2)));
+            tensors.push((p("ffn_down"), rand(&[DIM, FFN_DIM], 0.2)));
+        }
+        let arch = self.architecture;
+        let strings = |v: &[String]| Value::Array(v.iter().map(|s| Value::String(s.clone())).collect());
+        let metadata: Vec<(String, Value)> = vec![
+            ("general.architecture".into(), Value::String(arch.into())),
+            (format!("{arch}.block_count"), Value::U32(N_LAYERS as u32)),
+            (format!("{arch}.embedding_length"), Value::U32(DIM as u32)),
+            (format!("{arch}.feed_forward_length"), Value::U32(FFN_DIM as u32)),
+            (format!("{arch}.attention.head_count"), Value::U32(heads as u32)),
+            (format!("{arch}.attention.head_count_kv"), Value::U32(kv_heads as u32)),
+            (format!("{arch}.rope.freq_base"), Value::F32(10_000.0)),
+            (format!("{arch}.attention.layer_norm_rms_epsilon"), Value::F32(1e-5)),
+            (format!("{arch}.context_length"), Value::U32(CONTEXT)),
+            ("tokenizer.ggml.model".into(), Value::String("gpt2".into())),
+            ("tokenizer.ggml.pre".into(), Value::String("smollm".into())),
+            ("tokenizer.ggml.tokens".into(), strings(&tokens)),
+            ("tokenizer.ggml.token_type".into(), Value::Array(types.iter().map(|&t| Value::I32(t)).collect())),
+            ("tokenizer.ggml.merges".into(), strings(&merges)),
+            ("tokenizer.ggml.eos_token_id".into(), Value::U32(vocab as u32 - 1)),
+            ("tokenizer.ggml.add_bos_token".into(), Value::Bool(false)),
+            ("tokenizer.chat_template".into(), Value::String(CHATML.into())),
+        ];
+        let md: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        let ts: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        let mut file = std::fs::File::create(path).unwrap();
+        gguf_file::write(&mut file, &md, &ts).unwrap();
+    }
+}
