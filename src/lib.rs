@@ -8,6 +8,7 @@ pub mod chat;
 pub mod error;
 pub mod fetch;
 pub mod generate;
+pub mod kernels;
 pub mod model;
 pub mod sampling;
 pub mod skip;

@@ -17,9 +17,15 @@ fn main() {
             std::process::exit(0);
         }
         Err(err) => {
+            // clap's message spans several lines; keep the reason, on one line.
             let msg = err.to_string();
-            let reason = msg.lines().next().unwrap_or("invalid arguments");
-            eprintln!("ffnskip: {reason} (see --help)");
+            let reason: Vec<&str> = msg
+                .lines()
+                .map(str::trim)
+                .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+                .filter(|l| !l.is_empty())
+                .collect();
+            eprintln!("ffnskip: {} (see --help)", reason.join(" "));
             std::process::exit(2);
         }
     };

@@ -1,34 +1,40 @@
 //! Rotary position embedding and causal grouped-query attention over the KV cache.
 
-use half::f16;
-
 use crate::model::config::Config;
+use crate::model::kv_cache::KvElement;
 use crate::model::ops::softmax;
 
-/// Per-position `cos`/`sin` of the RoPE angles `θ_i·pos`, `θ_i = base^(-2i/rope_dim)`.
+/// RoPE angles `θ_i·pos` with `θ_i = base^(-2i/rope_dim)`, optionally divided by per-pair
+/// frequency factors (llama 3.1's `rope_freqs.weight`).
 pub struct Rope {
-    inv_freq: Vec<f32>,
+    theta_scale: f32,
+    freq_factors: Option<Vec<f32>>,
+    half: usize,
 }
 
 impl Rope {
-    /// `freq_factors` (llama 3.1's `rope_freqs.weight`) divide the base frequencies.
     pub fn new(cfg: &Config, freq_factors: Option<&[f32]>) -> Self {
-        let half = cfg.rope_dim / 2;
-        let inv_freq = (0..half)
-            .map(|i| {
-                let f = 1.0 / cfg.rope_base.powf(2.0 * i as f32 / cfg.rope_dim as f32);
-                f / freq_factors.map_or(1.0, |ff| ff[i])
-            })
-            .collect();
-        Self { inv_freq }
+        Self {
+            theta_scale: cfg.rope_base.powf(-2.0 / cfg.rope_dim as f32),
+            freq_factors: freq_factors.map(<[f32]>::to_vec),
+            half: cfg.rope_dim / 2,
+        }
     }
 
     /// Rotates the consecutive pairs `(x[2i], x[2i+1])` of every head of one row at `pos`.
     /// GGUF llama weights are permuted at conversion so that this interleaved form is exact.
+    /// The angle is built by repeated multiplication, `θ_{i+1} = θ_i · scale`, as ggml does, so
+    /// the rounding matches the peer engine.
     pub fn apply(&self, row: &mut [f32], head_dim: usize, pos: usize) {
+        let mut sin_cos = Vec::with_capacity(self.half);
+        let mut theta = pos as f32;
+        for i in 0..self.half {
+            let ff = self.freq_factors.as_ref().map_or(1.0, |f| f[i]);
+            sin_cos.push((theta / ff).sin_cos());
+            theta *= self.theta_scale;
+        }
         for head in row.chunks_exact_mut(head_dim) {
-            for (i, f) in self.inv_freq.iter().enumerate() {
-                let (sin, cos) = (pos as f32 * f).sin_cos();
+            for (i, (sin, cos)) in sin_cos.iter().enumerate() {
                 let (a, b) = (head[2 * i], head[2 * i + 1]);
                 head[2 * i] = a * cos - b * sin;
                 head[2 * i + 1] = a * sin + b * cos;
@@ -42,9 +48,9 @@ impl Rope {
 ///
 /// `out[s, h] = Σ_t softmax_t(q[s,h]·k[t] / √d) · v[t]`, for `t ≤ pos0 + s`.
 ///
-/// Like llama.cpp's CPU path, the query and the attention weights are rounded to f16 before
-/// they meet the f16 cache; products and sums are f32.
-pub fn attend(cfg: &Config, q: &[f32], keys: &[f16], values: &[f16], pos0: usize) -> Vec<f32> {
+/// Like llama.cpp's CPU path, the query and the attention weights are rounded to the cache's
+/// precision before they meet it; products and sums are f32.
+pub fn attend<T: KvElement>(cfg: &Config, q: &[f32], keys: &[T], values: &[T], pos0: usize) -> Vec<f32> {
     let (hd, kv_dim, q_dim) = (cfg.head_dim, cfg.kv_dim(), cfg.q_dim());
     let scale = 1.0 / (hd as f32).sqrt();
     let rows = q.len() / q_dim;
@@ -56,17 +62,17 @@ pub fn attend(cfg: &Config, q: &[f32], keys: &[f16], values: &[f16], pos0: usize
         for h in 0..cfg.n_heads {
             let kv_off = (h / cfg.group_size()) * hd;
             for (dst, src) in q_head.iter_mut().zip(&q[s * q_dim + h * hd..][..hd]) {
-                *dst = round_f16(*src);
+                *dst = T::round(*src);
             }
             scores.clear();
-            scores.extend((0..n_ctx).map(|t| dot_f16(&q_head, &keys[t * kv_dim + kv_off..][..hd]) * scale));
+            scores.extend((0..n_ctx).map(|t| dot(&q_head, &keys[t * kv_dim + kv_off..][..hd]) * scale));
             softmax(&mut scores);
             let out_head = &mut out[s * q_dim + h * hd..][..hd];
             for (t, w) in scores.iter().enumerate() {
-                let w = round_f16(*w);
+                let w = T::round(*w);
                 let v = &values[t * kv_dim + kv_off..][..hd];
                 for (o, vi) in out_head.iter_mut().zip(v) {
-                    *o += w * vi.to_f32();
+                    *o += w * vi.load();
                 }
             }
         }
@@ -74,10 +80,6 @@ pub fn attend(cfg: &Config, q: &[f32], keys: &[f16], values: &[f16], pos0: usize
     out
 }
 
-fn round_f16(x: f32) -> f32 {
-    f16::from_f32(x).to_f32()
-}
-
-fn dot_f16(a: &[f32], b: &[f16]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y.to_f32()).sum()
+fn dot<T: KvElement>(a: &[f32], b: &[T]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y.load()).sum()
 }

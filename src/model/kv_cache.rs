@@ -1,45 +1,107 @@
-//! The key/value cache: one preallocated buffer per layer, `[context, n_kv_heads * head_dim]`,
-//! in f16 as llama.cpp keeps it by default (half the memory, and the same rounding as the peer
-//! engine, whose greedy outputs we reproduce). The buffers are zero-allocated, so untouched
-//! positions cost no resident memory.
+//! The key/value cache: one preallocated buffer per layer, `[context, n_kv_heads * head_dim]`.
+//! f16 by default, as llama.cpp keeps it (half the memory, and the same rounding as the peer
+//! engine whose greedy outputs we compare against); f32 on request. The buffers are
+//! zero-allocated, so untouched positions cost no resident memory.
 
 use half::f16;
 
+/// An element type the cache can hold.
+pub trait KvElement: Copy + Send + Sync + 'static {
+    const ZERO: Self;
+    fn store(x: f32) -> Self;
+    fn load(self) -> f32;
+    /// Rounds a value to this precision: what the cache's dot products see.
+    fn round(x: f32) -> f32 {
+        Self::store(x).load()
+    }
+}
+
+impl KvElement for f32 {
+    const ZERO: Self = 0.0;
+    fn store(x: f32) -> Self {
+        x
+    }
+    fn load(self) -> f32 {
+        self
+    }
+}
+
+impl KvElement for f16 {
+    const ZERO: Self = f16::ZERO;
+    fn store(x: f32) -> Self {
+        f16::from_f32(x)
+    }
+    fn load(self) -> f32 {
+        self.to_f32()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KvPrecision {
+    #[default]
+    F16,
+    F32,
+}
+
+pub struct KvBuffers<T> {
+    keys: Vec<Vec<T>>,
+    values: Vec<Vec<T>>,
+}
+
+impl<T: KvElement> KvBuffers<T> {
+    fn new(n_layers: usize, len: usize) -> Self {
+        let buffer = || vec![T::ZERO; len];
+        Self { keys: (0..n_layers).map(|_| buffer()).collect(), values: (0..n_layers).map(|_| buffer()).collect() }
+    }
+
+    fn write(&mut self, layer: usize, start: usize, k: &[f32], v: &[f32]) {
+        let store = |dst: &mut [T], src: &[f32]| dst.iter_mut().zip(src).for_each(|(d, s)| *d = T::store(*s));
+        store(&mut self.keys[layer][start..start + k.len()], k);
+        store(&mut self.values[layer][start..start + v.len()], v);
+    }
+
+    /// Keys and values of the first `end` elements of one layer.
+    pub fn get(&self, layer: usize, end: usize) -> (&[T], &[T]) {
+        (&self.keys[layer][..end], &self.values[layer][..end])
+    }
+}
+
+pub enum KvStore {
+    F16(KvBuffers<f16>),
+    F32(KvBuffers<f32>),
+}
+
 pub struct KvCache {
-    keys: Vec<Vec<f16>>,
-    values: Vec<Vec<f16>>,
+    store: KvStore,
     kv_dim: usize,
     capacity: usize,
 }
 
 impl KvCache {
-    pub fn new(n_layers: usize, kv_dim: usize, capacity: usize) -> Self {
-        let buffer = || vec![f16::ZERO; capacity * kv_dim];
-        Self {
-            keys: (0..n_layers).map(|_| buffer()).collect(),
-            values: (0..n_layers).map(|_| buffer()).collect(),
-            kv_dim,
-            capacity,
-        }
+    pub fn new(n_layers: usize, kv_dim: usize, capacity: usize, precision: KvPrecision) -> Self {
+        let len = capacity * kv_dim;
+        let store = match precision {
+            KvPrecision::F16 => KvStore::F16(KvBuffers::new(n_layers, len)),
+            KvPrecision::F32 => KvStore::F32(KvBuffers::new(n_layers, len)),
+        };
+        Self { store, kv_dim, capacity }
     }
 
     pub fn capacity(&self) -> usize {
         self.capacity
     }
 
-    /// Stores the keys and values of `rows` consecutive positions starting at `pos`.
+    /// Stores the keys and values of consecutive positions starting at `pos`.
     pub fn write(&mut self, layer: usize, pos: usize, k: &[f32], v: &[f32]) {
         let start = pos * self.kv_dim;
-        let round = |dst: &mut [f16], src: &[f32]| {
-            dst.iter_mut().zip(src).for_each(|(d, s)| *d = f16::from_f32(*s));
-        };
-        round(&mut self.keys[layer][start..start + k.len()], k);
-        round(&mut self.values[layer][start..start + v.len()], v);
+        match &mut self.store {
+            KvStore::F16(b) => b.write(layer, start, k, v),
+            KvStore::F32(b) => b.write(layer, start, k, v),
+        }
     }
 
-    /// Keys and values of positions `0..len` of one layer.
-    pub fn get(&self, layer: usize, len: usize) -> (&[f16], &[f16]) {
-        let end = len * self.kv_dim;
-        (&self.keys[layer][..end], &self.values[layer][..end])
+    /// The buffers; positions `0..len` of a layer are `get(layer, len * kv_dim)`.
+    pub fn store(&self) -> &KvStore {
+        &self.store
     }
 }

@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::model::attention::{attend, Rope};
 use crate::model::config::Config;
 use crate::model::gguf::GgufFile;
-use crate::model::kv_cache::KvCache;
+use crate::model::kv_cache::{KvCache, KvPrecision, KvStore};
 use crate::model::ops::{add_assign, cosine, norm, rms_norm, silu_mul};
 use crate::model::weights::{LayerWeights, Weights};
 use crate::skip::{LayerPlan, Phase, Saturation, SkipPolicy};
@@ -68,7 +68,11 @@ impl Llama {
     }
 
     pub fn new_cache(&self, capacity: usize) -> KvCache {
-        KvCache::new(self.config.n_layers, self.config.kv_dim(), capacity)
+        self.new_cache_with(capacity, KvPrecision::default())
+    }
+
+    pub fn new_cache_with(&self, capacity: usize, precision: KvPrecision) -> KvCache {
+        KvCache::new(self.config.n_layers, self.config.kv_dim(), capacity, precision)
     }
 
     /// Runs one step and returns logits, `[vocab]` or `[rows, vocab]` with `all_logits`.
@@ -154,8 +158,17 @@ impl Llama {
         for (s, q_row) in q.chunks_exact_mut(cfg.q_dim()).enumerate() {
             self.rope.apply(q_row, cfg.head_dim, pos + s);
         }
-        let (keys, values) = cache.get(l, pos + rows);
-        let heads = attend(cfg, &q, keys, values, pos);
+        let end = (pos + rows) * cfg.kv_dim();
+        let heads = match cache.store() {
+            KvStore::F16(b) => {
+                let (keys, values) = b.get(l, end);
+                attend(cfg, &q, keys, values, pos)
+            }
+            KvStore::F32(b) => {
+                let (keys, values) = b.get(l, end);
+                attend(cfg, &q, keys, values, pos)
+            }
+        };
         let out = w.attn_output.forward(&heads, rows)?;
         add_assign(x, &out);
         Ok(())

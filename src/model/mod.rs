@@ -11,6 +11,6 @@ mod weights;
 
 pub use config::Config;
 pub use gguf::GgufFile;
-pub use kv_cache::KvCache;
+pub use kv_cache::{KvCache, KvPrecision};
 pub use llama::{saturation, BlockCounts, Llama, Step};
 pub use weights::LayerWeights;

@@ -4,8 +4,9 @@
 pub fn rms_norm(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
     let mut out = vec![0f32; x.len()];
     for (row, out_row) in x.chunks_exact(w.len()).zip(out.chunks_exact_mut(w.len())) {
-        let mean_sq = row.iter().map(|v| v * v).sum::<f32>() / w.len() as f32;
-        let scale = 1.0 / (mean_sq + eps).sqrt();
+        // Sum of squares in f64, as ggml does.
+        let mean_sq = row.iter().map(|&v| f64::from(v * v)).sum::<f64>() / w.len() as f64;
+        let scale = 1.0 / (mean_sq as f32 + eps).sqrt();
         for ((o, v), wi) in out_row.iter_mut().zip(row).zip(w) {
             *o = v * scale * wi;
         }
@@ -48,13 +49,14 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
 /// In-place softmax.
 pub fn softmax(x: &mut [f32]) {
     let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0;
+    let mut sum = 0f64;
     for v in x.iter_mut() {
         *v = (*v - max).exp();
-        sum += *v;
+        sum += f64::from(*v);
     }
+    let inv = (1.0 / sum) as f32;
     for v in x.iter_mut() {
-        *v /= sum;
+        *v *= inv;
     }
 }
 

@@ -1,7 +1,7 @@
 //! The forward pass on a tiny random f32 model: decoding token by token through the KV cache
 //! gives the same logits as one full forward over the sequence.
 
-use ffnskip::model::{BlockCounts, GgufFile, Llama, Step};
+use ffnskip::model::{BlockCounts, GgufFile, KvPrecision, Llama, Step};
 use ffnskip::skip::{Dense, Phase};
 
 use crate::common::tiny_model_file;
@@ -20,13 +20,13 @@ fn kv_cache_decode_matches_full_forward() {
     let tokens: Vec<u32> = (0..20).map(|i| (i * 37 + 5) % vocab as u32).collect();
     let mut counts = BlockCounts::new(N_LAYERS);
 
-    let mut cache = model.new_cache(32);
+    let mut cache = model.new_cache_with(32, KvPrecision::F32);
     let full = Step { tokens: &tokens, pos: 0, phase: Phase::Prefill, all_logits: true };
     let all = model.forward(full, &mut cache, &mut Dense, &mut counts).unwrap();
     assert_eq!(all.len(), tokens.len() * vocab);
 
     // Prefill a prefix, then decode the rest one token at a time.
-    let mut cache = model.new_cache(32);
+    let mut cache = model.new_cache_with(32, KvPrecision::F32);
     let prefix = 5;
     let step = Step { tokens: &tokens[..prefix], pos: 0, phase: Phase::Prefill, all_logits: false };
     let last = model.forward(step, &mut cache, &mut Dense, &mut counts).unwrap();
