@@ -82,7 +82,11 @@ mod tests {
 
     /// FFN cosine always saturated; the layer cosine only from `from` on.
     fn signal(from: usize) -> impl Fn(usize) -> Saturation {
-        move |l| Saturation { cosine: 0.99, norm_ratio: 0.01, layer_cosine: if l >= from { 0.99 } else { 0.5 } }
+        move |l| Saturation {
+            cosine: 0.99,
+            norm_ratio: 0.01,
+            layer_cosine: if l >= from { 0.99 } else { 0.5 },
+        }
     }
 
     #[test]
@@ -103,7 +107,7 @@ mod tests {
         let traces = decode(&mut p, 2, L, signal(0));
         assert!(traces.iter().all(|t| t.skipped().is_empty() && t.measured.is_empty()));
         let t = step(&mut p, Phase::Decode, L, |l| {
-            let c = if l < 5 || l >= 24 { 0.99 } else { 0.5 };
+            let c = if (5..24).contains(&l) { 0.5 } else { 0.99 };
             Saturation { cosine: c, norm_ratio: 0.0, layer_cosine: c }
         });
         assert!(t.skipped().is_empty(), "{:?}", t.skipped());

@@ -17,7 +17,12 @@ impl LayerDrop {
 
     /// The `n_drop` window layers with the highest mean `cos(x, h_out)` over a calibration set,
     /// in layer order.
-    pub fn choose(mean_layer_cosine: &[f32], cold_start: usize, cold_end: usize, n_drop: usize) -> Vec<usize> {
+    pub fn choose(
+        mean_layer_cosine: &[f32],
+        cold_start: usize,
+        cold_end: usize,
+        n_drop: usize,
+    ) -> Vec<usize> {
         most_saturated(mean_layer_cosine, cold_start, cold_end, n_drop)
     }
 

@@ -65,7 +65,7 @@ impl ScheduleConfig {
     }
 
     /// The budget of the `p`-th post-warm-up token (from 0).
-    fn budget(&self, p: usize) -> usize {
+    fn token_budget(&self, p: usize) -> usize {
         if p % CYCLE == CYCLE - 1 {
             return 0;
         }
@@ -134,7 +134,7 @@ impl Schedule {
 
     /// Starts a step: sets the token's budget (zero for prefill, warm-up and every sixth token).
     pub fn begin_step(&mut self, phase: Phase) {
-        self.budget = self.warmup.begin_step(phase).map_or(0, |p| self.config.budget(p));
+        self.budget = self.warmup.begin_step(phase).map_or(0, |p| self.config.token_budget(p));
         self.run = 0..0;
         self.runs = 0;
     }

@@ -78,18 +78,28 @@ fn canonical(key: &str, value: &str) -> std::result::Result<String, &'static str
         "max_run" => parsed(value, |v: &usize| *v > 0).ok_or("a whole number >= 1"),
         "seed" => parsed(value, |_: &u64| true).ok_or("a whole number"),
         "recheck" => parsed(value, |_: &bool| true).ok_or("true or false"),
-        "signal" => parsed(value, |v: &String| v == "cosine" || v == "norm-ratio").ok_or("cosine or norm-ratio"),
+        "signal" => {
+            parsed(value, |v: &String| v == "cosine" || v == "norm-ratio").ok_or("cosine or norm-ratio")
+        }
         _ => Err("a known key"),
+    }
+}
+
+/// The option keys of policy `name` beyond [`SCHEDULE_KEYS`], or an error naming the known policies.
+fn policy_keys(name: &str) -> Result<&'static [&'static str]> {
+    match POLICIES.iter().find(|(known, _)| *known == name) {
+        Some(&(_, keys)) => Ok(keys),
+        None => {
+            let names: Vec<_> = POLICIES.iter().map(|(name, _)| *name).collect();
+            Err(invalid(format!("unknown policy '{name}' (known: {})", names.join(", "))))
+        }
     }
 }
 
 impl PolicySpec {
     /// Checks what [`FromStr`] checks, for specs built or deserialised directly.
     pub fn validate(&self) -> Result<()> {
-        let Some(&(_, keys)) = POLICIES.iter().find(|(name, _)| *name == self.name) else {
-            let names: Vec<_> = POLICIES.iter().map(|(name, _)| *name).collect();
-            return Err(invalid(format!("unknown policy '{}' (known: {})", self.name, names.join(", "))));
-        };
+        let keys = policy_keys(&self.name)?;
         if self.name == "dense" {
             if self.ratio != 0.0 || !self.options.is_empty() {
                 return Err(invalid("dense takes no ratio and no options"));
@@ -151,7 +161,10 @@ impl PolicySpec {
             "static" => {
                 let cosine = &self.calibration(calibration, n_layers)?.mean_ffn_cosine;
                 let n = self.fixed_count(&config)?;
-                Box::new(StaticLayers::new(StaticLayers::choose(cosine, cold_start, cold_end, n), config.warmup))
+                Box::new(StaticLayers::new(
+                    StaticLayers::choose(cosine, cold_start, cold_end, n),
+                    config.warmup,
+                ))
             }
             "layer-early-exit" => {
                 Box::new(LayerEarlyExit::new(config, tau).with_recheck(recheck).with_max_run(max_run))
@@ -184,8 +197,13 @@ impl PolicySpec {
         }
     }
 
-    fn calibration<'a>(&self, calibration: Option<&'a Calibration>, n_layers: usize) -> Result<&'a Calibration> {
-        let c = calibration.ok_or_else(|| invalid(format!("{self} needs a calibration to choose its layers")))?;
+    fn calibration<'a>(
+        &self,
+        calibration: Option<&'a Calibration>,
+        n_layers: usize,
+    ) -> Result<&'a Calibration> {
+        let c =
+            calibration.ok_or_else(|| invalid(format!("{self} needs a calibration to choose its layers")))?;
         if c.mean_ffn_cosine.len() != n_layers || c.mean_layer_cosine.len() != n_layers {
             return Err(invalid(format!(
                 "the calibration has {} FFN and {} layer cosines for a model of {n_layers} layers",
@@ -220,6 +238,7 @@ impl FromStr for PolicySpec {
             }
             None => (head, None),
         };
+        policy_keys(name)?;
         let ratio = match ratio {
             Some(r) => r,
             None if name == "dense" => 0.0,
@@ -230,8 +249,9 @@ impl FromStr for PolicySpec {
         }
         let mut options = BTreeMap::new();
         for part in parts {
-            let (key, value) =
-                part.split_once('=').ok_or_else(|| invalid(format!("{s}: expected KEY=VALUE, got '{part}'")))?;
+            let (key, value) = part
+                .split_once('=')
+                .ok_or_else(|| invalid(format!("{s}: expected KEY=VALUE, got '{part}'")))?;
             let value = canonical(key, value).unwrap_or_else(|_| value.to_string());
             if options.insert(key.to_string(), value).is_some() {
                 return Err(invalid(format!("{s}: option '{key}' given twice")));
@@ -308,6 +328,7 @@ mod tests {
     #[test]
     fn rejects_bad_specs() {
         assert!(error("ffnskipp@0.25").contains("unknown policy 'ffnskipp'"));
+        assert!(error("ffnskipp").contains("unknown policy 'ffnskipp' (known: dense, ffnskip,"));
         assert!(error("ffnskip@1").contains("[0, 1)"));
         assert!(error("ffnskip@-0.1").contains("[0, 1)"));
         assert!(error("ffnskip@NaN").contains("[0, 1)"));
@@ -355,7 +376,8 @@ mod tests {
 
     #[test]
     fn options_reach_the_policy() {
-        let mut p = parse("ffnskip@0.25:cold_start=2:cold_end=3:warmup=1:tau=0.97").unwrap().build(30, None).unwrap();
+        let mut p =
+            parse("ffnskip@0.25:cold_start=2:cold_end=3:warmup=1:tau=0.97").unwrap().build(30, None).unwrap();
         let traces = decode(p.as_mut(), 2, 30, |l| sat(if l == 2 { 0.98 } else { 0.96 }));
         assert!(traces[0].skipped().is_empty(), "warmup=1");
         assert_eq!(traces[1].measured, vec![2], "cold_start=2, tau=0.97");
@@ -367,7 +389,8 @@ mod tests {
 
     #[test]
     fn fixed_layer_policies_choose_from_the_calibration() {
-        let mut calibration = Calibration { mean_ffn_cosine: vec![0.5; 10], mean_layer_cosine: vec![0.5; 10] };
+        let mut calibration =
+            Calibration { mean_ffn_cosine: vec![0.5; 10], mean_layer_cosine: vec![0.5; 10] };
         calibration.mean_ffn_cosine[6] = 0.99;
         calibration.mean_layer_cosine[3] = 0.99;
         calibration.mean_layer_cosine[0] = 1.0; // cold

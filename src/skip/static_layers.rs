@@ -20,7 +20,12 @@ impl StaticLayers {
 
     /// The `n_skip` window layers with the highest mean `cos(h_mid, h_out)` over a calibration
     /// set (the FFNs that change the residual stream least), in layer order.
-    pub fn choose(mean_cosine_per_layer: &[f32], cold_start: usize, cold_end: usize, n_skip: usize) -> Vec<usize> {
+    pub fn choose(
+        mean_cosine_per_layer: &[f32],
+        cold_start: usize,
+        cold_end: usize,
+        n_skip: usize,
+    ) -> Vec<usize> {
         most_saturated(mean_cosine_per_layer, cold_start, cold_end, n_skip)
     }
 
