@@ -2,8 +2,26 @@
 //! every layer and, only when the policy wants it, reports the layer's saturation afterwards.
 
 mod dense;
+mod early_exit;
+mod ffnskip;
+mod layer_drop;
+mod no_adaptive;
+mod random;
+mod schedule;
+mod spec;
+mod static_layers;
+#[cfg(test)]
+mod testing;
 
 pub use dense::Dense;
+pub use early_exit::LayerEarlyExit;
+pub use ffnskip::{FfnSkip, Signal};
+pub use layer_drop::LayerDrop;
+pub use no_adaptive::NoAdaptive;
+pub use random::RandomRun;
+pub use schedule::{default_cold, Schedule, ScheduleConfig, Warmup, DEFAULT_TAU, DEFAULT_WARMUP};
+pub use spec::{Calibration, PolicySpec};
+pub use static_layers::StaticLayers;
 
 /// Which part of the sequence a forward step processes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
