@@ -31,7 +31,12 @@ pub fn run(args: ChatArgs) -> Result<()> {
         bail!("this model has no chat template, so it cannot chat; use `generate`");
     };
     let mut session = Session::new(&engine.model, args.model.context())?;
-    let opts = GenerateOptions { max_tokens: args.max_tokens, sampling, stop_strings: args.sampling.stop.clone() };
+    let opts = GenerateOptions {
+        max_tokens: args.max_tokens,
+        sampling,
+        stop_strings: args.sampling.stop.clone(),
+        warmup_steps: 0,
+    };
     let mut messages: Vec<Message> = args.system.iter().map(|s| Message::new("system", s)).collect();
     let stdin = std::io::stdin();
     let mut stdout = std::io::stdout();

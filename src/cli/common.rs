@@ -2,9 +2,10 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
 use ffnskip::sampling::SamplingParams;
+use ffnskip::skip::{Calibration, PolicySpec};
 use ffnskip::Engine;
 
 #[derive(Debug, Clone, Args)]
@@ -86,5 +87,90 @@ impl SamplingArgs {
         };
         p.validate()?;
         Ok(p)
+    }
+}
+
+/// Which skip policy to decode with: `--skip NAME --skip-ratio R` plus per-option flags, or a
+/// whole spec string (`--policy ffnskip@0.25:tau=0.97`).
+#[derive(Debug, Clone, Args)]
+pub struct SkipArgs {
+    /// Skip policy: dense, ffnskip, random, no-adaptive, static, layer-early-exit, layer-drop.
+    #[arg(long, default_value = "dense", conflicts_with = "policy")]
+    pub skip: String,
+    /// Target share of FFN blocks to skip per post-warm-up token (the realised share is reported).
+    #[arg(long)]
+    pub skip_ratio: Option<f64>,
+    /// Cosine threshold of the saturation test (ffnskip, layer-early-exit).
+    #[arg(long)]
+    pub tau: Option<f32>,
+    /// Layers at the start that are never skipped.
+    #[arg(long)]
+    pub cold_start: Option<usize>,
+    /// Layers at the end that are never skipped.
+    #[arg(long)]
+    pub cold_end: Option<usize>,
+    /// Generated tokens that run dense before skipping starts.
+    #[arg(long)]
+    pub warmup: Option<usize>,
+    /// Test the signal again after a run ends (with --max-run, several runs per token).
+    #[arg(long)]
+    pub recheck: bool,
+    /// Longest run of skipped layers.
+    #[arg(long)]
+    pub max_run: Option<usize>,
+    /// Saturation signal of ffnskip: cosine or norm-ratio (with --threshold).
+    #[arg(long)]
+    pub signal: Option<String>,
+    /// Norm-ratio threshold: a run starts when ‖FFN(u)‖/‖h_mid‖ falls below it.
+    #[arg(long)]
+    pub threshold: Option<f32>,
+    /// Seed of the random baseline.
+    #[arg(long)]
+    pub skip_seed: Option<u64>,
+    /// A whole policy spec, e.g. `ffnskip@0.25:tau=0.97:warmup=8`.
+    #[arg(long)]
+    pub policy: Option<String>,
+    /// JSON file with per-layer mean cosines (`mean_ffn_cosine`, `mean_layer_cosine`), which
+    /// `static` and `layer-drop` choose their layers from.
+    #[arg(long)]
+    pub skip_config: Option<PathBuf>,
+}
+
+impl SkipArgs {
+    pub fn spec(&self) -> Result<PolicySpec> {
+        if let Some(spec) = &self.policy {
+            return Ok(spec.parse()?);
+        }
+        let mut text = self.skip.clone();
+        if self.skip != "dense" {
+            let ratio = self.skip_ratio.context("--skip-ratio is required with a skip policy")?;
+            text.push_str(&format!("@{ratio}"));
+        } else if self.skip_ratio.is_some() {
+            anyhow::bail!("--skip-ratio needs a skip policy (--skip ffnskip, ...)");
+        }
+        let options = [
+            ("tau", self.tau.map(|v| v.to_string())),
+            ("cold_start", self.cold_start.map(|v| v.to_string())),
+            ("cold_end", self.cold_end.map(|v| v.to_string())),
+            ("warmup", self.warmup.map(|v| v.to_string())),
+            ("recheck", self.recheck.then(|| "true".to_string())),
+            ("max_run", self.max_run.map(|v| v.to_string())),
+            ("signal", self.signal.clone()),
+            ("threshold", self.threshold.map(|v| v.to_string())),
+            ("seed", self.skip_seed.map(|v| v.to_string())),
+        ];
+        for (key, value) in options {
+            if let Some(value) = value {
+                text.push_str(&format!(":{key}={value}"));
+            }
+        }
+        Ok(text.parse()?)
+    }
+
+    pub fn calibration(&self) -> Result<Option<Calibration>> {
+        let Some(path) = &self.skip_config else { return Ok(None) };
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let cal = serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        Ok(Some(cal))
     }
 }

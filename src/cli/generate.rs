@@ -6,11 +6,11 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use ffnskip::chat::Message;
-use ffnskip::generate::{generate, GenerateOptions, Generation, Session};
-use ffnskip::skip::Dense;
+use ffnskip::generate::{generate, GenerateOptions, Generation, Session, SkipStats};
+use ffnskip::model::Llama;
 use serde_json::json;
 
-use super::common::{ModelArgs, SamplingArgs};
+use super::common::{ModelArgs, SamplingArgs, SkipArgs};
 
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
@@ -30,6 +30,8 @@ pub struct GenerateArgs {
     pub max_tokens: usize,
     #[command(flatten)]
     pub sampling: SamplingArgs,
+    #[command(flatten)]
+    pub skip: SkipArgs,
     /// Write the run's statistics to this file as one JSON object.
     #[arg(long)]
     pub stats_json: Option<PathBuf>,
@@ -37,6 +39,8 @@ pub struct GenerateArgs {
 
 pub fn run(args: GenerateArgs) -> Result<()> {
     let sampling = args.sampling.params(0.0)?;
+    let spec = args.skip.spec()?;
+    let calibration = args.skip.calibration()?;
     let prompt = if args.prompt == "-" {
         let mut s = String::new();
         std::io::stdin().read_to_string(&mut s).context("reading the prompt from stdin")?;
@@ -60,10 +64,16 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     };
     let tokens = engine.tokenizer.encode(&text)?;
     let mut session = Session::new(&engine.model, args.model.context())?;
-    let opts = GenerateOptions { max_tokens: args.max_tokens, sampling, stop_strings: args.sampling.stop.clone() };
+    let mut policy = spec.build(engine.model.config.n_layers, calibration.as_ref())?;
+    let opts = GenerateOptions {
+        max_tokens: args.max_tokens,
+        sampling,
+        stop_strings: args.sampling.stop.clone(),
+        warmup_steps: spec.warmup_steps(),
+    };
     let mut stdout = std::io::stdout().lock();
     let mut write_err = None;
-    let gen = generate(&mut session, &engine.tokenizer, &tokens, &opts, &mut Dense, &mut |piece| {
+    let gen = generate(&mut session, &engine.tokenizer, &tokens, &opts, policy.as_mut(), &mut |piece| {
         if write_err.is_none() {
             write_err = stdout.write_all(piece.as_bytes()).and_then(|_| stdout.flush()).err();
         }
@@ -74,20 +84,26 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         }
     }
     writeln!(stdout).ok();
-    report(&gen, "dense", args.stats_json.as_deref())
+    report(&gen, &engine.model, &spec.to_string(), args.stats_json.as_deref())
 }
 
-fn report(gen: &Generation, policy: &str, json_path: Option<&std::path::Path>) -> Result<()> {
+fn report(gen: &Generation, model: &Llama, policy: &str, json_path: Option<&std::path::Path>) -> Result<()> {
+    let skip = SkipStats::of(gen, model);
     eprintln!(
-        "[{policy}] prompt {} tok, generated {} tok ({:?}), prefill {:.1} tok/s, decode {:.1} tok/s",
+        "[{policy}] prompt {} tok, generated {} tok ({:?}), prefill {:.1} tok/s, decode {:.1} tok/s, \
+         FFN skipped {:.1}% ({:.1}% after warm-up, {} tok), mean run {:.1}",
         gen.prompt_tokens,
         gen.tokens.len(),
         gen.finish_reason,
         gen.prefill_tok_s(),
-        gen.decode_tok_s()
+        gen.decode_tok_s(),
+        100.0 * skip.ffn_skip_ratio,
+        100.0 * skip.ffn_skip_ratio_post_warmup,
+        skip.decoded_tokens_post_warmup,
+        skip.mean_run_length,
     );
     if let Some(path) = json_path {
-        let stats = json!({
+        let mut stats = json!({
             "policy": policy,
             "prompt_tokens": gen.prompt_tokens,
             "generated_tokens": gen.tokens.len(),
@@ -98,6 +114,9 @@ fn report(gen: &Generation, policy: &str, json_path: Option<&std::path::Path>) -
             "decode_steps": gen.decode_steps,
             "finish_reason": gen.finish_reason,
         });
+        if let (Some(obj), serde_json::Value::Object(extra)) = (stats.as_object_mut(), serde_json::to_value(&skip)?) {
+            obj.extend(extra);
+        }
         std::fs::write(path, serde_json::to_string_pretty(&stats)? + "\n")
             .with_context(|| format!("writing {}", path.display()))?;
     }

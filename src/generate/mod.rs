@@ -2,6 +2,7 @@
 //! streaming text and stopping at end-of-turn tokens, stop strings or the token limit.
 
 mod session;
+mod stats;
 mod stop;
 
 use std::time::Instant;
@@ -9,6 +10,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 pub use session::Session;
+pub use stats::SkipStats;
 pub use stop::StopMatcher;
 
 use crate::error::Result;
@@ -22,11 +24,13 @@ pub struct GenerateOptions {
     pub max_tokens: usize,
     pub sampling: SamplingParams,
     pub stop_strings: Vec<String>,
+    /// The policy's warm-up length, so statistics can separate post-warm-up steps.
+    pub warmup_steps: usize,
 }
 
 impl Default for GenerateOptions {
     fn default() -> Self {
-        Self { max_tokens: 128, sampling: SamplingParams::default(), stop_strings: Vec::new() }
+        Self { max_tokens: 128, sampling: SamplingParams::default(), stop_strings: Vec::new(), warmup_steps: 0 }
     }
 }
 
@@ -56,6 +60,9 @@ pub struct Generation {
     pub finish_reason: FinishReason,
     /// Blocks run during the decode steps, per layer.
     pub decode_counts: BlockCounts,
+    /// The same, for the decode steps after the warm-up.
+    pub post_warmup_counts: BlockCounts,
+    pub post_warmup_steps: usize,
 }
 
 impl Generation {
@@ -99,6 +106,7 @@ pub fn generate(
     let mut utf8 = Utf8Stream::default();
     let mut stops = StopMatcher::new(&opts.stop_strings);
     let mut decode_counts = BlockCounts::new(n_layers);
+    let mut post_warmup_counts = BlockCounts::new(n_layers);
     let mut tokens = Vec::new();
     let mut text = String::new();
     let mut decode_steps = 0;
@@ -131,8 +139,13 @@ pub fn generate(
             break FinishReason::Context;
         }
         // Decode: run the new token through the model to get the next distribution.
-        logits = session.decode(token, policy, &mut decode_counts)?;
         decode_steps += 1;
+        let mut step_counts = BlockCounts::new(n_layers);
+        logits = session.decode(token, policy, &mut step_counts)?;
+        decode_counts.add(&step_counts);
+        if decode_steps > opts.warmup_steps {
+            post_warmup_counts.add(&step_counts);
+        }
     };
     if !stopped_by_string {
         // Flush what was held back: an incomplete UTF-8 tail, a partial stop string.
@@ -152,5 +165,7 @@ pub fn generate(
         decode_secs: t1.elapsed().as_secs_f64(),
         finish_reason,
         decode_counts,
+        post_warmup_counts,
+        post_warmup_steps: decode_steps.saturating_sub(opts.warmup_steps),
     })
 }

@@ -34,11 +34,26 @@ pub struct BlockCounts {
     pub attention: Vec<u64>,
     pub ffn: Vec<u64>,
     pub kv_writes: Vec<u64>,
+    /// Maximal runs of consecutive layers whose FFN did not run, summed over rows.
+    pub ffn_skip_runs: u64,
 }
 
 impl BlockCounts {
     pub fn new(n_layers: usize) -> Self {
-        Self { attention: vec![0; n_layers], ffn: vec![0; n_layers], kv_writes: vec![0; n_layers] }
+        Self {
+            attention: vec![0; n_layers],
+            ffn: vec![0; n_layers],
+            kv_writes: vec![0; n_layers],
+            ffn_skip_runs: 0,
+        }
+    }
+
+    pub fn add(&mut self, other: &BlockCounts) {
+        let add = |a: &mut Vec<u64>, b: &[u64]| a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+        add(&mut self.attention, &other.attention);
+        add(&mut self.ffn, &other.ffn);
+        add(&mut self.kv_writes, &other.kv_writes);
+        self.ffn_skip_runs += other.ffn_skip_runs;
     }
 }
 
@@ -96,8 +111,15 @@ impl Llama {
         }
         policy.begin_step(step.phase);
         let mut x = self.embed(step.tokens)?;
+        let mut previous_ffn_ran = true;
         for l in 0..cfg.n_layers {
-            match policy.plan(l) {
+            let plan = policy.plan(l);
+            let ffn_runs = plan == LayerPlan::Full;
+            if !ffn_runs && previous_ffn_ran {
+                counts.ffn_skip_runs += rows as u64;
+            }
+            previous_ffn_ran = ffn_runs;
+            match plan {
                 LayerPlan::Drop => {}
                 LayerPlan::SkipLayerCopyKv => {
                     self.write_kv(l, &x, step.pos, cache)?;

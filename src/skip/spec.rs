@@ -179,6 +179,14 @@ impl PolicySpec {
     }
 
     /// A validated option's value.
+    /// Decode steps the policy runs dense before it may skip (0 for policies without warm-up).
+    pub fn warmup_steps(&self) -> usize {
+        match self.name.as_str() {
+            "dense" | "layer-drop" => 0,
+            _ => self.get("warmup").unwrap_or(DEFAULT_WARMUP),
+        }
+    }
+
     fn get<T: FromStr>(&self, key: &str) -> Option<T> {
         self.options.get(key).and_then(|v| v.parse().ok())
     }

@@ -5,5 +5,6 @@ mod common;
 mod forward;
 mod generate_cli;
 mod reference;
+mod skip;
 mod tiny_model;
 mod tokenizer;
