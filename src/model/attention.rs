@@ -57,6 +57,7 @@ pub fn attend<T: KvElement>(cfg: &Config, q: &[f32], keys: &[T], values: &[T], p
     let mut out = vec![0f32; q.len()];
     let mut scores = Vec::with_capacity(pos0 + rows);
     let mut q_head = vec![0f32; hd];
+    let mut row = vec![0f32; hd];
     for s in 0..rows {
         let n_ctx = pos0 + s + 1;
         for h in 0..cfg.n_heads {
@@ -65,14 +66,17 @@ pub fn attend<T: KvElement>(cfg: &Config, q: &[f32], keys: &[T], values: &[T], p
                 *dst = T::round(*src);
             }
             scores.clear();
-            scores.extend((0..n_ctx).map(|t| dot(&q_head, &keys[t * kv_dim + kv_off..][..hd]) * scale));
+            for t in 0..n_ctx {
+                T::load_slice(&keys[t * kv_dim + kv_off..][..hd], &mut row);
+                scores.push(dot(&q_head, &row) * scale);
+            }
             softmax(&mut scores);
             let out_head = &mut out[s * q_dim + h * hd..][..hd];
             for (t, w) in scores.iter().enumerate() {
                 let w = T::round(*w);
-                let v = &values[t * kv_dim + kv_off..][..hd];
-                for (o, vi) in out_head.iter_mut().zip(v) {
-                    *o += w * vi.load();
+                T::load_slice(&values[t * kv_dim + kv_off..][..hd], &mut row);
+                for (o, vi) in out_head.iter_mut().zip(&row) {
+                    *o += w * vi;
                 }
             }
         }
@@ -80,6 +84,6 @@ pub fn attend<T: KvElement>(cfg: &Config, q: &[f32], keys: &[T], values: &[T], p
     out
 }
 
-fn dot<T: KvElement>(a: &[f32], b: &[T]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y.load()).sum()
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
 }

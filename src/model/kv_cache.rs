@@ -4,12 +4,15 @@
 //! zero-allocated, so untouched positions cost no resident memory.
 
 use half::f16;
+use half::slice::HalfFloatSliceExt;
 
 /// An element type the cache can hold.
 pub trait KvElement: Copy + Send + Sync + 'static {
     const ZERO: Self;
     fn store(x: f32) -> Self;
     fn load(self) -> f32;
+    /// Converts a row to f32 (vectorised for f16: per-element conversion is a call each).
+    fn load_slice(src: &[Self], dst: &mut [f32]);
     /// Rounds a value to this precision: what the cache's dot products see.
     fn round(x: f32) -> f32 {
         Self::store(x).load()
@@ -24,6 +27,9 @@ impl KvElement for f32 {
     fn load(self) -> f32 {
         self
     }
+    fn load_slice(src: &[Self], dst: &mut [f32]) {
+        dst.copy_from_slice(src);
+    }
 }
 
 impl KvElement for f16 {
@@ -33,6 +39,9 @@ impl KvElement for f16 {
     }
     fn load(self) -> f32 {
         self.to_f32()
+    }
+    fn load_slice(src: &[Self], dst: &mut [f32]) {
+        src.convert_to_f32_slice(dst);
     }
 }
 
