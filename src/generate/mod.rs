@@ -105,7 +105,7 @@ pub fn generate(
     let mut sampler = Sampler::new(opts.sampling.clone());
     let mut utf8 = Utf8Stream::default();
     let mut stops = StopMatcher::new(&opts.stop_strings);
-    let mut decode_counts = BlockCounts::new(n_layers);
+    let mut warmup_counts = BlockCounts::new(n_layers);
     let mut post_warmup_counts = BlockCounts::new(n_layers);
     let mut tokens = Vec::new();
     let mut text = String::new();
@@ -140,12 +140,9 @@ pub fn generate(
         }
         // Decode: run the new token through the model to get the next distribution.
         decode_steps += 1;
-        let mut step_counts = BlockCounts::new(n_layers);
-        logits = session.decode(token, policy, &mut step_counts)?;
-        decode_counts.add(&step_counts);
-        if decode_steps > opts.warmup_steps {
-            post_warmup_counts.add(&step_counts);
-        }
+        let counts =
+            if decode_steps > opts.warmup_steps { &mut post_warmup_counts } else { &mut warmup_counts };
+        logits = session.decode(token, policy, counts)?;
     };
     if !stopped_by_string {
         // Flush what was held back: an incomplete UTF-8 tail, a partial stop string.
@@ -164,7 +161,10 @@ pub fn generate(
         decode_steps,
         decode_secs: t1.elapsed().as_secs_f64(),
         finish_reason,
-        decode_counts,
+        decode_counts: {
+            warmup_counts.add(&post_warmup_counts);
+            warmup_counts
+        },
         post_warmup_counts,
         post_warmup_steps: decode_steps.saturating_sub(opts.warmup_steps),
     })

@@ -4,66 +4,14 @@
 //! approximation the paper blames for hallucination, against FFN skipping's exact attention.
 //! Same schedule, budget, warm-up and cold regions as [`FfnSkip`](crate::skip::FfnSkip).
 
-use crate::skip::schedule::{Schedule, ScheduleConfig};
-use crate::skip::{LayerPlan, Phase, Saturation, SkipPolicy};
+use crate::skip::schedule::ScheduleConfig;
+use crate::skip::{FfnSkip, LayerPlan, Signal};
 
-#[derive(Debug, Clone)]
-pub struct LayerEarlyExit {
-    schedule: Schedule,
-    tau: f32,
-    recheck: bool,
-    max_run: usize,
-}
-
-impl LayerEarlyExit {
-    /// One run per token of the token's whole budget, after the first layer with
-    /// `cos(x, h_out) > tau`.
-    pub fn new(config: ScheduleConfig, tau: f32) -> Self {
-        Self { schedule: Schedule::new(config), tau, recheck: false, max_run: usize::MAX }
-    }
-
-    /// Tests again after a run ends; further runs spend the token's remaining budget.
-    pub fn with_recheck(mut self, recheck: bool) -> Self {
-        self.recheck = recheck;
-        self
-    }
-
-    /// Caps each run at `max_run` layers.
-    pub fn with_max_run(mut self, max_run: usize) -> Self {
-        self.max_run = max_run;
-        self
-    }
-
-    pub fn schedule(&self) -> &Schedule {
-        &self.schedule
-    }
-}
-
-impl SkipPolicy for LayerEarlyExit {
-    fn name(&self) -> &str {
-        "layer-early-exit"
-    }
-
-    fn begin_step(&mut self, phase: Phase) {
-        self.schedule.begin_step(phase);
-    }
-
-    fn plan(&mut self, layer: usize) -> LayerPlan {
-        if self.schedule.in_run(layer) {
-            LayerPlan::SkipLayerCopyKv
-        } else {
-            LayerPlan::Full
-        }
-    }
-
-    fn wants_saturation(&self, layer: usize) -> bool {
-        self.schedule.may_start_run_after(layer, self.recheck)
-    }
-
-    fn observe(&mut self, layer: usize, saturation: Saturation) {
-        if self.wants_saturation(layer) && saturation.layer_cosine > self.tau {
-            self.schedule.start_run(layer + 1, self.max_run);
-        }
+impl FfnSkip {
+    /// One run per token of the token's whole budget, of whole layers, after the first window
+    /// layer with `cos(x, h_out) > tau`.
+    pub fn layer_early_exit(config: ScheduleConfig, tau: f32) -> Self {
+        Self::with_plan("layer-early-exit", config, Signal::LayerCosine { tau }, LayerPlan::SkipLayerCopyKv)
     }
 }
 
@@ -71,13 +19,14 @@ impl SkipPolicy for LayerEarlyExit {
 mod tests {
     use super::*;
     use crate::skip::testing::{decode, step};
+    use crate::skip::{Phase, Saturation};
 
     const L: usize = 30;
 
-    fn policy(warmup: usize) -> LayerEarlyExit {
+    fn policy(warmup: usize) -> FfnSkip {
         let mut config = ScheduleConfig::new(L, 0.25); // k = 9, window 5..25
         config.warmup = warmup;
-        LayerEarlyExit::new(config, 0.95)
+        FfnSkip::layer_early_exit(config, 0.95)
     }
 
     /// FFN cosine always saturated; the layer cosine only from `from` on.

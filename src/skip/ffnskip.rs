@@ -17,6 +17,8 @@ pub enum Signal {
     /// `‖FFN(u)‖ / ‖h_mid‖ < threshold`: the FFN's update is small against the residual stream,
     /// whatever its direction.
     NormRatio { threshold: f32 },
+    /// The whole layer's test, for early exit: `cos(x, h_out) > tau`.
+    LayerCosine { tau: f32 },
 }
 
 impl Signal {
@@ -24,14 +26,20 @@ impl Signal {
         match *self {
             Signal::Cosine { tau } => s.cosine > tau,
             Signal::NormRatio { threshold } => s.norm_ratio < threshold,
+            Signal::LayerCosine { tau } => s.layer_cosine > tau,
         }
     }
 }
 
+/// A run of skipped blocks placed by a saturation test: the paper's method, and (with a
+/// whole-layer test and whole-layer runs) its early-exit baseline.
 #[derive(Debug, Clone)]
 pub struct FfnSkip {
+    name: &'static str,
     schedule: Schedule,
     signal: Signal,
+    /// What a layer inside a run does.
+    skip: LayerPlan,
     recheck: bool,
     max_run: usize,
 }
@@ -39,7 +47,11 @@ pub struct FfnSkip {
 impl FfnSkip {
     /// The paper's method: one run per token of the token's whole budget.
     pub fn new(config: ScheduleConfig, signal: Signal) -> Self {
-        Self { schedule: Schedule::new(config), signal, recheck: false, max_run: usize::MAX }
+        Self::with_plan("ffnskip", config, signal, LayerPlan::SkipFfn)
+    }
+
+    pub(crate) fn with_plan(name: &'static str, config: ScheduleConfig, signal: Signal, skip: LayerPlan) -> Self {
+        Self { name, schedule: Schedule::new(config), signal, skip, recheck: false, max_run: usize::MAX }
     }
 
     /// Tests the signal again after a run ends; further runs spend the token's remaining budget.
@@ -62,7 +74,7 @@ impl FfnSkip {
 
 impl SkipPolicy for FfnSkip {
     fn name(&self) -> &str {
-        "ffnskip"
+        self.name
     }
 
     fn begin_step(&mut self, phase: Phase) {
@@ -70,11 +82,7 @@ impl SkipPolicy for FfnSkip {
     }
 
     fn plan(&mut self, layer: usize) -> LayerPlan {
-        if self.schedule.in_run(layer) {
-            LayerPlan::SkipFfn
-        } else {
-            LayerPlan::Full
-        }
+        self.schedule.plan(layer, self.skip)
     }
 
     fn wants_saturation(&self, layer: usize) -> bool {

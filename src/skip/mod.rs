@@ -14,7 +14,6 @@ mod static_layers;
 mod testing;
 
 pub use dense::Dense;
-pub use early_exit::LayerEarlyExit;
 pub use ffnskip::{FfnSkip, Signal};
 pub use layer_drop::LayerDrop;
 pub use no_adaptive::NoAdaptive;

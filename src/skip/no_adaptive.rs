@@ -34,11 +34,7 @@ impl SkipPolicy for NoAdaptive {
     }
 
     fn plan(&mut self, layer: usize) -> LayerPlan {
-        if self.schedule.in_run(layer) {
-            LayerPlan::SkipFfn
-        } else {
-            LayerPlan::Full
-        }
+        self.schedule.plan(layer, LayerPlan::SkipFfn)
     }
 }
 

@@ -39,11 +39,7 @@ impl SkipPolicy for RandomRun {
     }
 
     fn plan(&mut self, layer: usize) -> LayerPlan {
-        if self.schedule.in_run(layer) {
-            LayerPlan::SkipFfn
-        } else {
-            LayerPlan::Full
-        }
+        self.schedule.plan(layer, LayerPlan::SkipFfn)
     }
 }
 

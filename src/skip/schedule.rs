@@ -16,7 +16,7 @@
 
 use std::ops::Range;
 
-use crate::skip::Phase;
+use crate::skip::{LayerPlan, Phase};
 
 /// Dense decode steps at the start of a sequence (attention sinks keep exact K/V).
 pub const DEFAULT_WARMUP: usize = 16;
@@ -159,6 +159,15 @@ impl Schedule {
 
     pub fn in_run(&self, layer: usize) -> bool {
         self.run.contains(&layer)
+    }
+
+    /// `skip` for the layers of the current run, `Full` for the others.
+    pub fn plan(&self, layer: usize, skip: LayerPlan) -> LayerPlan {
+        if self.in_run(layer) {
+            skip
+        } else {
+            LayerPlan::Full
+        }
     }
 
     /// Whether a test after `layer` could start a run at `layer + 1`: the token has budget, the

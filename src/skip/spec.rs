@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::skip::schedule::{default_cold, ScheduleConfig, DEFAULT_TAU, DEFAULT_WARMUP};
 use crate::skip::{
-    Dense, FfnSkip, LayerDrop, LayerEarlyExit, NoAdaptive, RandomRun, Signal, SkipPolicy, StaticLayers,
+    Dense, FfnSkip, LayerDrop, NoAdaptive, RandomRun, Signal, SkipPolicy, StaticLayers,
 };
 
 /// Option keys of every policy but `dense` (`layer-drop` has no warm-up).
@@ -167,7 +167,7 @@ impl PolicySpec {
                 ))
             }
             "layer-early-exit" => {
-                Box::new(LayerEarlyExit::new(config, tau).with_recheck(recheck).with_max_run(max_run))
+                Box::new(FfnSkip::layer_early_exit(config, tau).with_recheck(recheck).with_max_run(max_run))
             }
             "layer-drop" => {
                 let cosine = &self.calibration(calibration, n_layers)?.mean_layer_cosine;
