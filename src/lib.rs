@@ -5,6 +5,7 @@
 //! [`tokenizer`] and [`chat`] · [`sampling`] and [`generate`] · [`fetch`] (the default model).
 
 pub mod chat;
+pub mod eval;
 pub mod error;
 pub mod fetch;
 pub mod generate;

@@ -2,6 +2,7 @@
 
 mod chat;
 mod common;
+mod eval;
 mod generate;
 
 use anyhow::Result;
@@ -22,6 +23,8 @@ pub enum Command {
     Generate(generate::GenerateArgs),
     /// Interactive multi-turn chat on stdin/stdout.
     Chat(chat::ChatArgs),
+    /// Evaluate policies on a task: factoid, perplexity or chat.
+    Eval(eval::EvalArgs),
     /// Fetch the default model into the cache (if needed) and print its path.
     Fetch,
     /// Print a model's hyper-parameters.
@@ -33,6 +36,7 @@ pub fn run(args: Args) -> Result<()> {
     match args.command {
         Command::Generate(a) => generate::run(a),
         Command::Chat(a) => chat::run(a),
+        Command::Eval(a) => eval::run(a),
         Command::Fetch => {
             println!("{}", ffnskip::fetch::default_model()?.display());
             Ok(())

@@ -2,6 +2,7 @@
 
 mod cli_errors;
 mod common;
+mod eval;
 mod forward;
 mod generate_cli;
 mod reference;

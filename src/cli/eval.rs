@@ -1,0 +1,121 @@
+//! `ffnskip eval factoid|perplexity|chat`: a task over data for a list of policies.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use ffnskip::eval::chat::ChatOptions;
+use ffnskip::eval::factoid::FactoidOptions;
+use ffnskip::eval::perplexity::PerplexityOptions;
+use ffnskip::eval::{self, EvalConfig};
+use ffnskip::skip::PolicySpec;
+
+use super::common::ModelArgs;
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    #[command(subcommand)]
+    pub task: Task,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Task {
+    /// FreebaseQA exact-answer accuracy and retention of dense-correct answers.
+    Factoid {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// Questions to use (from the start of the file).
+        #[arg(long, default_value_t = 500)]
+        limit: usize,
+        #[arg(long, default_value_t = 32)]
+        max_tokens: usize,
+    },
+    /// Perplexity, KL to dense and top-1 agreement on the decode path.
+    Perplexity {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// Windows to score.
+        #[arg(long, default_value_t = 40)]
+        windows: usize,
+        /// Tokens per window.
+        #[arg(long, default_value_t = 512)]
+        window: usize,
+        /// Tokens prefilled at the start of each window.
+        #[arg(long, default_value_t = 64)]
+        prefill: usize,
+    },
+    /// MT-Bench first turns: ROUGE-L vs dense, identical share, collapse rate.
+    Chat {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[arg(long, default_value_t = 80)]
+        limit: usize,
+        #[arg(long, default_value_t = 256)]
+        max_tokens: usize,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct CommonArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// The data file.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Comma-separated policy specs, e.g. `dense,ffnskip@0.25,random@0.25:seed=1`; dense is
+    /// always run first, as the reference.
+    #[arg(long, default_value = "dense,ffnskip@0.25")]
+    pub policies: String,
+    /// Skip config from `ffnskip calibrate` (its calibration feeds `static` and `layer-drop`).
+    #[arg(long)]
+    pub skip_config: Option<PathBuf>,
+    /// Output directory (items.jsonl, summary.json, meta.json); an existing run is resumed.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+pub fn run(args: EvalArgs) -> Result<()> {
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let (common, task) = match &args.task {
+        Task::Factoid { common, .. } | Task::Perplexity { common, .. } | Task::Chat { common, .. } => {
+            (common, &args.task)
+        }
+    };
+    let policies = common
+        .policies
+        .split(',')
+        .map(|s| s.trim().parse::<PolicySpec>())
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let calibration = match &common.skip_config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            Some(serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?)
+        }
+        None => None,
+    };
+    let engine = common.model.load()?;
+    let cfg = EvalConfig {
+        engine: &engine,
+        policies: eval::with_dense_first(policies),
+        calibration,
+        out: common.out.clone(),
+        command,
+    };
+    let rows = match task {
+        Task::Factoid { limit, max_tokens, .. } => {
+            eval::factoid::run(&cfg, &common.data, &FactoidOptions { limit: *limit, max_tokens: *max_tokens })?
+        }
+        Task::Perplexity { windows, window, prefill, .. } => eval::perplexity::run(
+            &cfg,
+            &common.data,
+            &PerplexityOptions { windows: *windows, window: *window, prefill: *prefill },
+        )?,
+        Task::Chat { limit, max_tokens, .. } => {
+            eval::chat::run(&cfg, &common.data, &ChatOptions { limit: *limit, max_tokens: *max_tokens })?
+        }
+    };
+    for row in rows {
+        println!("{}", serde_json::to_string(&row).context("printing a summary row")?);
+    }
+    Ok(())
+}
