@@ -27,6 +27,11 @@ impl ModelArgs {
         Ok(Engine::load_or_default(self.model.as_deref())?)
     }
 
+    /// The thread count in effect (after `load`).
+    pub fn threads_used(&self) -> String {
+        std::env::var("CANDLE_NUM_THREADS").unwrap_or_else(|_| "default".into())
+    }
+
     pub fn context(&self) -> Option<usize> {
         self.ctx_size.map(|c| c as usize)
     }

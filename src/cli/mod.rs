@@ -1,9 +1,11 @@
 //! Flags and subcommands. Thin: each subcommand parses its flags and calls the library.
 
+mod bench;
 mod chat;
 mod common;
 mod eval;
 mod generate;
+mod report;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -25,6 +27,10 @@ pub enum Command {
     Chat(chat::ChatArgs),
     /// Evaluate policies on a task: factoid, perplexity or chat.
     Eval(eval::EvalArgs),
+    /// Prefill and decode speed of policies, measured side by side.
+    Bench(bench::BenchArgs),
+    /// Tables (and plots) of evaluation runs as one markdown document.
+    Report(report::ReportArgs),
     /// Fetch the default model into the cache (if needed) and print its path.
     Fetch,
     /// Print a model's hyper-parameters.
@@ -37,6 +43,8 @@ pub fn run(args: Args) -> Result<()> {
         Command::Generate(a) => generate::run(a),
         Command::Chat(a) => chat::run(a),
         Command::Eval(a) => eval::run(a),
+        Command::Bench(a) => bench::run(a),
+        Command::Report(a) => report::run(a),
         Command::Fetch => {
             println!("{}", ffnskip::fetch::default_model()?.display());
             Ok(())

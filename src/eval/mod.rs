@@ -1,12 +1,14 @@
 //! The evaluation harness (DESIGN §5): factoid QA, perplexity/divergence and chat, each run for a
 //! list of policies with dense as the reference, written as items plus a summary.
 
+pub mod bench;
 pub mod chat;
 pub mod data;
 pub mod factoid;
 pub mod metrics;
 pub mod output;
 pub mod perplexity;
+pub mod report;
 
 use std::path::PathBuf;
 
