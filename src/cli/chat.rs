@@ -5,10 +5,9 @@ use std::io::{BufRead, Write};
 use anyhow::{bail, Result};
 use clap::Args;
 use ffnskip::chat::Message;
-use ffnskip::generate::{generate, GenerateOptions, Session};
-use ffnskip::skip::Dense;
+use ffnskip::generate::{generate, GenerateOptions, Session, SkipStats};
 
-use super::common::{ModelArgs, SamplingArgs};
+use super::common::{ModelArgs, SamplingArgs, SkipArgs};
 
 #[derive(Debug, Args)]
 pub struct ChatArgs {
@@ -22,11 +21,17 @@ pub struct ChatArgs {
     pub max_tokens: usize,
     #[command(flatten)]
     pub sampling: SamplingArgs,
+    #[command(flatten)]
+    pub skip: SkipArgs,
 }
 
 pub fn run(args: ChatArgs) -> Result<()> {
     let sampling = args.sampling.params(0.7)?;
+    let spec = args.skip.spec()?;
+    let calibration = args.skip.calibration()?;
     let engine = args.model.load()?;
+    // One policy for the whole conversation: its warm-up covers the first reply only.
+    let mut policy = spec.build(engine.model.config.n_layers, calibration.as_ref())?;
     let Some(template) = &engine.chat_template else {
         bail!("this model has no chat template, so it cannot chat; use `generate`");
     };
@@ -35,7 +40,7 @@ pub fn run(args: ChatArgs) -> Result<()> {
         max_tokens: args.max_tokens,
         sampling,
         stop_strings: args.sampling.stop.clone(),
-        warmup_steps: 0,
+        warmup_steps: spec.warmup_steps(),
     };
     let mut messages: Vec<Message> = args.system.iter().map(|s| Message::new("system", s)).collect();
     let stdin = std::io::stdin();
@@ -49,16 +54,17 @@ pub fn run(args: ChatArgs) -> Result<()> {
         }
         messages.push(Message::new("user", line.trim_end()));
         let tokens = engine.tokenizer.encode(&template.render(&messages, true)?)?;
-        let gen = generate(&mut session, &engine.tokenizer, &tokens, &opts, &mut Dense, &mut |piece| {
+        let gen = generate(&mut session, &engine.tokenizer, &tokens, &opts, policy.as_mut(), &mut |piece| {
             let _ = stdout.write_all(piece.as_bytes());
             let _ = stdout.flush();
         })?;
         writeln!(stdout)?;
         eprintln!(
-            "[{} tok, {} reused from cache, decode {:.1} tok/s]",
+            "[{} tok, {} reused from cache, decode {:.1} tok/s, FFN skipped {:.1}%]",
             gen.tokens.len(),
             gen.prompt_tokens - gen.prefilled_tokens,
-            gen.decode_tok_s()
+            gen.decode_tok_s(),
+            100.0 * SkipStats::of(&gen, &engine.model).ffn_skip_ratio
         );
         messages.push(Message::new("assistant", &gen.text));
     }
