@@ -1,8 +1,11 @@
 //! Flags and subcommands. Thin: each subcommand parses its flags and calls the library.
 
+mod calibrate;
 mod chat;
 mod common;
 mod generate;
+mod profile;
+mod text;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -22,6 +25,10 @@ pub enum Command {
     Generate(generate::GenerateArgs),
     /// Interactive multi-turn chat on stdin/stdout.
     Chat(chat::ChatArgs),
+    /// Profile each layer's FFN saturation while decoding a text (JSON, CSV, figure).
+    Profile(profile::ProfileArgs),
+    /// Choose skip settings whose realised skip ratio on a text meets a target; write a skip config.
+    Calibrate(calibrate::CalibrateArgs),
     /// Fetch the default model into the cache (if needed) and print its path.
     Fetch,
     /// Print a model's hyper-parameters.
@@ -33,6 +40,8 @@ pub fn run(args: Args) -> Result<()> {
     match args.command {
         Command::Generate(a) => generate::run(a),
         Command::Chat(a) => chat::run(a),
+        Command::Profile(a) => profile::run(a),
+        Command::Calibrate(a) => calibrate::run(a),
         Command::Fetch => {
             println!("{}", ffnskip::fetch::default_model()?.display());
             Ok(())

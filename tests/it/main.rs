@@ -4,6 +4,7 @@ mod cli_errors;
 mod common;
 mod forward;
 mod generate_cli;
+mod profile;
 mod reference;
 mod skip;
 mod tiny_model;
