@@ -59,7 +59,8 @@ pub fn run(args: CalibrateArgs) -> Result<()> {
     let opts =
         CalibrateOptions { target: args.target_ratio, tolerance: args.tolerance, base, max_measurements: MAX_MEASUREMENTS };
     let on_trial = &mut |t: &profile::Trial| {
-        bar.println(format!("  {:<48} realised {:.4}", t.spec.to_string(), t.realised));
+        // `println` would print nothing when the bar is hidden (stderr not a terminal).
+        bar.suspend(|| eprintln!("  {:<48} realised {:.4}", t.spec.to_string(), t.realised));
         bar.reset();
     };
     let result = profile::calibrate(model, &tokens, &windowing, &profile, &opts, on_trial, &mut || bar.inc(1));
