@@ -2,7 +2,8 @@
 //! adaptively skipping feed-forward blocks (FFN-SkipLLM, Jaiswal et al., 2024).
 //!
 //! Layout: [`model`] (GGUF, forward pass, KV cache) · [`skip`] (skip policies) ·
-//! [`tokenizer`] and [`chat`] · [`sampling`] and [`generate`] · [`fetch`] (the default model).
+//! [`tokenizer`] and [`chat`] · [`sampling`] and [`generate`] · [`profile`] (saturation profiles,
+//! calibration) · [`fetch`] (the default model).
 
 pub mod chat;
 pub mod eval;
@@ -11,6 +12,7 @@ pub mod fetch;
 pub mod generate;
 pub mod kernels;
 pub mod model;
+pub mod profile;
 pub mod sampling;
 pub mod skip;
 pub mod tokenizer;

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
+use ffnskip::profile::SkipConfig;
 use ffnskip::sampling::SamplingParams;
 use ffnskip::skip::{Calibration, PolicySpec};
 use ffnskip::Engine;
@@ -99,9 +100,10 @@ impl SamplingArgs {
 /// whole spec string (`--policy ffnskip@0.25:tau=0.97`).
 #[derive(Debug, Clone, Args)]
 pub struct SkipArgs {
-    /// Skip policy: dense, ffnskip, random, no-adaptive, static, layer-early-exit, layer-drop.
-    #[arg(long, default_value = "dense", conflicts_with = "policy")]
-    pub skip: String,
+    /// Skip policy: dense, ffnskip, random, no-adaptive, static, layer-early-exit, layer-drop
+    /// [default: dense, or the --skip-config policy].
+    #[arg(long, conflicts_with = "policy")]
+    pub skip: Option<String>,
     /// Target share of FFN blocks to skip per post-warm-up token (the realised share is reported).
     #[arg(long)]
     pub skip_ratio: Option<f64>,
@@ -135,8 +137,9 @@ pub struct SkipArgs {
     /// A whole policy spec, e.g. `ffnskip@0.25:tau=0.97:warmup=8`.
     #[arg(long)]
     pub policy: Option<String>,
-    /// JSON file with per-layer mean cosines (`mean_ffn_cosine`, `mean_layer_cosine`), which
-    /// `static` and `layer-drop` choose their layers from.
+    /// Skip config written by `ffnskip calibrate`: its policy is used when neither --skip nor
+    /// --policy is given, and its per-layer mean cosines choose the layers of `static` and
+    /// `layer-drop`.
     #[arg(long)]
     pub skip_config: Option<PathBuf>,
 }
@@ -145,13 +148,6 @@ impl SkipArgs {
     pub fn spec(&self) -> Result<PolicySpec> {
         if let Some(spec) = &self.policy {
             return Ok(spec.parse()?);
-        }
-        let mut text = self.skip.clone();
-        if self.skip != "dense" {
-            let ratio = self.skip_ratio.context("--skip-ratio is required with a skip policy")?;
-            text.push_str(&format!("@{ratio}"));
-        } else if self.skip_ratio.is_some() {
-            anyhow::bail!("--skip-ratio needs a skip policy (--skip ffnskip, ...)");
         }
         let options = [
             ("tau", self.tau.map(|v| v.to_string())),
@@ -164,6 +160,19 @@ impl SkipArgs {
             ("threshold", self.threshold.map(|v| v.to_string())),
             ("seed", self.skip_seed.map(|v| v.to_string())),
         ];
+        if let (None, Some(config)) = (&self.skip, self.config()?) {
+            if self.skip_ratio.is_some() || options.iter().any(|(_, v)| v.is_some()) {
+                anyhow::bail!("skip flags need --skip: the --skip-config policy is used as written");
+            }
+            return Ok(config.spec()?);
+        }
+        let mut text = self.skip.clone().unwrap_or_else(|| "dense".into());
+        if text != "dense" {
+            let ratio = self.skip_ratio.context("--skip-ratio is required with a skip policy")?;
+            text.push_str(&format!("@{ratio}"));
+        } else if self.skip_ratio.is_some() {
+            anyhow::bail!("--skip-ratio needs a skip policy (--skip ffnskip, ...)");
+        }
         for (key, value) in options {
             if let Some(value) = value {
                 text.push_str(&format!(":{key}={value}"));
@@ -173,9 +182,10 @@ impl SkipArgs {
     }
 
     pub fn calibration(&self) -> Result<Option<Calibration>> {
-        let Some(path) = &self.skip_config else { return Ok(None) };
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let cal = serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-        Ok(Some(cal))
+        Ok(self.config()?.map(|c| c.calibration))
+    }
+
+    fn config(&self) -> Result<Option<SkipConfig>> {
+        Ok(self.skip_config.as_deref().map(SkipConfig::load).transpose()?)
     }
 }

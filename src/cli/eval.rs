@@ -8,6 +8,7 @@ use ffnskip::eval::chat::ChatOptions;
 use ffnskip::eval::factoid::FactoidOptions;
 use ffnskip::eval::perplexity::PerplexityOptions;
 use ffnskip::eval::{self, EvalConfig};
+use ffnskip::profile::SkipConfig;
 use ffnskip::skip::PolicySpec;
 
 use super::common::ModelArgs;
@@ -86,13 +87,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         .split(',')
         .map(|s| s.trim().parse::<PolicySpec>())
         .collect::<std::result::Result<Vec<_>, _>>()?;
-    let calibration = match &common.skip_config {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-            Some(serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?)
-        }
-        None => None,
-    };
+    let calibration = common.skip_config.as_deref().map(SkipConfig::load).transpose()?.map(|c| c.calibration);
     let engine = common.model.load()?;
     let cfg = EvalConfig {
         engine: &engine,

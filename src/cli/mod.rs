@@ -1,11 +1,14 @@
 //! Flags and subcommands. Thin: each subcommand parses its flags and calls the library.
 
 mod bench;
+mod calibrate;
 mod chat;
 mod common;
 mod eval;
 mod generate;
 mod report;
+mod profile;
+mod text;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -31,6 +34,10 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Tables (and plots) of evaluation runs as one markdown document.
     Report(report::ReportArgs),
+    /// Profile each layer's FFN saturation while decoding a text (JSON, CSV, figure).
+    Profile(profile::ProfileArgs),
+    /// Choose skip settings whose realised skip ratio on a text meets a target; write a skip config.
+    Calibrate(calibrate::CalibrateArgs),
     /// Fetch the default model into the cache (if needed) and print its path.
     Fetch,
     /// Print a model's hyper-parameters.
@@ -45,6 +52,8 @@ pub fn run(args: Args) -> Result<()> {
         Command::Eval(a) => eval::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Report(a) => report::run(a),
+        Command::Profile(a) => profile::run(a),
+        Command::Calibrate(a) => calibrate::run(a),
         Command::Fetch => {
             println!("{}", ffnskip::fetch::default_model()?.display());
             Ok(())

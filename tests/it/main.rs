@@ -5,6 +5,7 @@ mod common;
 mod eval;
 mod forward;
 mod generate_cli;
+mod profile;
 mod reference;
 mod skip;
 mod tiny_model;
