@@ -8,6 +8,7 @@ pub mod factoid;
 pub mod metrics;
 pub mod output;
 pub mod perplexity;
+pub mod plot;
 pub mod report;
 
 use std::path::PathBuf;

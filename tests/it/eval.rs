@@ -87,4 +87,16 @@ fn chat_smoke() {
     check_schema(dir.path(), &["rougeL_vs_dense", "identical_to_dense", "collapse_rate"], 2);
     assert_eq!(rows[0]["rougeL_vs_dense"], 1.0);
     assert_eq!(rows[0]["identical_to_dense"], 1.0);
+
+    // The report turns the run into a table and two figures.
+    let report = dir.path().join("docs/RESULTS.md");
+    std::fs::create_dir_all(report.parent().unwrap()).unwrap();
+    let out = crate::common::ffnskip(&["report", dir.path().to_str().unwrap(), "--out", report.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", crate::common::stderr(&out));
+    let text = std::fs::read_to_string(&report).unwrap();
+    assert!(text.contains("| ffnskip@0.25:warmup=4 | 2 |"), "{text}");
+    for png in ["results-tradeoff.png", "results-speedup.png"] {
+        let bytes = std::fs::read(report.parent().unwrap().join(png)).unwrap();
+        assert!(bytes.starts_with(b"\x89PNG") && bytes.len() > 10_000, "{png}");
+    }
 }
