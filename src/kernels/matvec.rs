@@ -78,8 +78,9 @@ pub struct QuantMatrix {
 /// the others up for long.
 const TASKS_PER_THREAD: usize = 2;
 /// Products with fewer multiply-adds than this run on the calling thread: handing them to the
-/// pool costs more than it saves.
-const PAR_MIN_MACS: usize = 1 << 18;
+/// pool costs more than it saves. With the default model this keeps the attention projections
+/// (≤ 332k MACs per decoded token) on the calling thread and splits the FFN and output products.
+const PAR_MIN_MACS: usize = 1 << 20;
 /// Weight rows per tile.
 const TILE_ROWS: usize = 4;
 
