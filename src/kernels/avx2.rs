@@ -21,6 +21,9 @@ use std::arch::x86_64::*;
 
 use super::blocks::{hsum8, BlockQ8_0, BlockQ8_1, Q4_1_BYTES, Q8_0_BYTES};
 
+/// Software prefetch distance, in weight rows ahead of the one being read.
+const PREFETCH_ROWS: usize = 8;
+
 /// The 8 lanes of `acc`, for the shared reduction `hsum8`.
 #[target_feature(enable = "avx")]
 fn lanes(acc: __m256) -> [f32; 8] {
@@ -60,6 +63,7 @@ pub unsafe fn tile_q4_1<const R: usize, const C: usize>(
         }
         for r in 0..R {
             let p = w.add(r * row_bytes + b * Q4_1_BYTES);
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH_ROWS * row_bytes).cast());
             // d and m: two f16 → f32 (exact).
             let dm = _mm_cvtph_ps(_mm_cvtsi32_si128(p.cast::<i32>().read_unaligned()));
             let d = _mm_cvtss_f32(dm);
@@ -107,6 +111,7 @@ pub unsafe fn tile_q8_0<const R: usize, const C: usize>(
         }
         for r in 0..R {
             let p = w.add(r * row_bytes + b * Q8_0_BYTES);
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH_ROWS * row_bytes).cast());
             let d = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(
                 p.cast::<u16>().read_unaligned(),
             ))));
