@@ -40,27 +40,54 @@ pub enum Kernel {
     /// AVX2 + FMA + F16C (`avx2.rs`).
     #[cfg(target_arch = "x86_64")]
     Avx2,
+    /// The same tiles with AVX-512 VNNI's `vpdpbusd` (256-bit) for the integer dots.
+    #[cfg(target_arch = "x86_64")]
+    Avx512Vnni,
 }
 
 impl Kernel {
-    /// The fastest kernel this CPU supports.
+    /// The fastest kernel this CPU supports (`FFNSKIP_KERNEL=scalar|avx2|avx512vnni` picks a
+    /// supported one instead, for comparisons).
     pub fn detect() -> Self {
-        #[cfg(target_arch = "x86_64")]
-        if is_x86_feature_detected!("avx2")
-            && is_x86_feature_detected!("fma")
-            && is_x86_feature_detected!("f16c")
-        {
-            return Kernel::Avx2;
-        }
-        Kernel::Scalar
+        static CHOSEN: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
+        *CHOSEN.get_or_init(|| {
+            let all = Kernel::available();
+            let wanted = std::env::var("FFNSKIP_KERNEL").ok();
+            wanted
+                .and_then(|w| all.iter().copied().find(|k| k.name() == w))
+                .unwrap_or(*all.last().expect("scalar is always available"))
+        })
     }
 
-    /// Every kernel this CPU can run (for tests and benchmarks).
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernel::Scalar => "scalar",
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => "avx2",
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512Vnni => "avx512vnni",
+        }
+    }
+
+    /// Every kernel this CPU can run, slowest first.
     pub fn available() -> Vec<Self> {
+        #[allow(unused_mut)]
         let mut all = vec![Kernel::Scalar];
         #[cfg(target_arch = "x86_64")]
-        if Kernel::detect() == Kernel::Avx2 {
-            all.push(Kernel::Avx2);
+        {
+            let avx2 = is_x86_feature_detected!("avx2")
+                && is_x86_feature_detected!("fma")
+                && is_x86_feature_detected!("f16c");
+            if avx2 {
+                all.push(Kernel::Avx2);
+            }
+            if avx2
+                && is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512vl")
+                && is_x86_feature_detected!("avx512vnni")
+            {
+                all.push(Kernel::Avx512Vnni);
+            }
         }
         all
     }
@@ -149,7 +176,11 @@ impl Tiles for Q4_1 {
                 }
             }
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2 => super::avx2::tile_q4_1::<R, C>(w, row_bytes, nb, acts, out),
+            Kernel::Avx2 => super::avx2::avx2::tile_q4_1::<R, C>(w, row_bytes, nb, acts, out),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512Vnni => {
+                super::avx2::vnni::tile_q4_1::<R, C>(w, row_bytes, nb, acts, out)
+            }
         }
     }
 }
@@ -174,7 +205,11 @@ impl Tiles for Q8_0 {
                 }
             }
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2 => super::avx2::tile_q8_0::<R, C>(w, row_bytes, nb, acts, out),
+            Kernel::Avx2 => super::avx2::avx2::tile_q8_0::<R, C>(w, row_bytes, nb, acts, out),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512Vnni => {
+                super::avx2::vnni::tile_q8_0::<R, C>(w, row_bytes, nb, acts, out)
+            }
         }
     }
 }
