@@ -137,6 +137,8 @@ unsafe impl Sync for OutPtr {}
 /// One weight type's tile function, for every kernel.
 trait Tiles: Copy + Sync {
     type Act: Sync;
+    /// Whether 4 × 4 tiles fit the registers (32 vector registers with AVX-512).
+    fn wide(self) -> bool;
     /// `out[r][c] = dot(row r at w, acts[c])`.
     ///
     /// # Safety
@@ -158,6 +160,9 @@ struct Q8_0(Kernel);
 
 impl Tiles for Q4_1 {
     type Act = BlockQ8_1;
+    fn wide(self) -> bool {
+        is_wide(self.0)
+    }
     unsafe fn tile<const R: usize, const C: usize>(
         self,
         w: *const u8,
@@ -187,6 +192,9 @@ impl Tiles for Q4_1 {
 
 impl Tiles for Q8_0 {
     type Act = BlockQ8_0;
+    fn wide(self) -> bool {
+        is_wide(self.0)
+    }
     unsafe fn tile<const R: usize, const C: usize>(
         self,
         w: *const u8,
@@ -214,6 +222,15 @@ impl Tiles for Q8_0 {
     }
 }
 
+fn is_wide(kernel: Kernel) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if kernel == Kernel::Avx512Vnni {
+        return true;
+    }
+    let _ = kernel;
+    false
+}
+
 /// The product's shape, shared by its tasks.
 struct Job<'a, T: Tiles> {
     tiles: T,
@@ -232,6 +249,12 @@ impl<T: Tiles> Job<'_, T> {
     /// All activation rows against weight rows `r0..r1`.
     fn run(&self, r0: usize, r1: usize) {
         let mut c = 0;
+        if self.tiles.wide() {
+            while c + 4 <= self.n {
+                self.columns::<4>(c, r0, r1);
+                c += 4;
+            }
+        }
         while c + 2 <= self.n {
             self.columns::<2>(c, r0, r1);
             c += 2;
