@@ -1,10 +1,20 @@
-//! A quantized weight matrix kept as the file's bytes, and its product with activation rows,
-//! parallel over output rows.
+//! A quantized weight matrix kept as the file's bytes, and its product with activation rows.
+//!
+//! One product quantises every activation row once, then splits the weight rows into a few
+//! contiguous chunks (about `TASKS_PER_THREAD` per thread, one when the product is small or
+//! there is one thread, in which case it runs on the calling thread). A chunk computes all
+//! activation rows against its weight rows, so the chunk's weights are read from memory once
+//! and reused from cache across the batch. The inner loop is a tile of 4 weight rows × 1 or 2
+//! activation rows; every output is still exactly one call of the per-(row, column) dot
+//! product, so results do not depend on the tiling, the chunking or the thread count.
+
+use std::cell::RefCell;
 
 use rayon::prelude::*;
 
 use super::blocks::{
-    dot_q4_1_q8_1, dot_q8_0_q8_0, quantize_q8_0, quantize_q8_1, Q4_1_BYTES, Q8_0_BYTES, QK,
+    dot_q4_1_q8_1, dot_q8_0_q8_0, quantize_q8_0, quantize_q8_1, BlockQ8_0, BlockQ8_1,
+    Q4_1_BYTES, Q8_0_BYTES, QK,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,21 +32,309 @@ impl QuantType {
     }
 }
 
+/// Which implementation of the dot products a matrix uses; all give the same bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernel {
+    /// Portable code, the oracle of the others.
+    Scalar,
+    /// AVX2 + FMA + F16C (`avx2.rs`).
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    /// The same tiles with AVX-512 VNNI's `vpdpbusd` (256-bit) for the integer dots.
+    #[cfg(target_arch = "x86_64")]
+    Avx512Vnni,
+}
+
+impl Kernel {
+    /// The fastest kernel this CPU supports (`FFNSKIP_KERNEL=scalar|avx2|avx512vnni` picks a
+    /// supported one instead, for comparisons).
+    pub fn detect() -> Self {
+        static CHOSEN: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
+        *CHOSEN.get_or_init(|| {
+            let all = Kernel::available();
+            let wanted = std::env::var("FFNSKIP_KERNEL").ok();
+            wanted
+                .and_then(|w| all.iter().copied().find(|k| k.name() == w))
+                .unwrap_or(*all.last().expect("scalar is always available"))
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernel::Scalar => "scalar",
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => "avx2",
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512Vnni => "avx512vnni",
+        }
+    }
+
+    /// Every kernel this CPU can run, slowest first.
+    pub fn available() -> Vec<Self> {
+        #[allow(unused_mut)]
+        let mut all = vec![Kernel::Scalar];
+        #[cfg(target_arch = "x86_64")]
+        {
+            let avx2 = is_x86_feature_detected!("avx2")
+                && is_x86_feature_detected!("fma")
+                && is_x86_feature_detected!("f16c");
+            if avx2 {
+                all.push(Kernel::Avx2);
+            }
+            if avx2
+                && is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512vl")
+                && is_x86_feature_detected!("avx512vnni")
+            {
+                all.push(Kernel::Avx512Vnni);
+            }
+        }
+        all
+    }
+}
+
 pub struct QuantMatrix {
     ty: QuantType,
+    kernel: Kernel,
     bytes: Vec<u8>,
     rows: usize,
     cols: usize,
 }
 
-/// Rows per parallel task: enough work to amortise scheduling.
-const ROWS_PER_TASK: usize = 64;
+/// Parallel chunks per thread: a few, so a thread slowed by another process does not hold
+/// the others up for long.
+const TASKS_PER_THREAD: usize = 2;
+/// Products with fewer multiply-adds than this run on the calling thread: handing them to the
+/// pool costs more than it saves. With the default model this keeps the attention projections
+/// (≤ 332k MACs per decoded token) on the calling thread and splits the FFN and output products.
+const PAR_MIN_MACS: usize = 1 << 20;
+/// Weight rows per tile.
+const TILE_ROWS: usize = 4;
+
+thread_local! {
+    static ACT_Q8_1: RefCell<Vec<BlockQ8_1>> = const { RefCell::new(Vec::new()) };
+    static ACT_Q8_0: RefCell<Vec<BlockQ8_0>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with this thread's reusable buffer (a fresh one if it is already in use).
+fn with_buffer<T, R>(
+    key: &'static std::thread::LocalKey<RefCell<Vec<T>>>,
+    f: impl FnOnce(&mut Vec<T>) -> R,
+) -> R {
+    key.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => f(&mut buf),
+        Err(_) => f(&mut Vec::new()),
+    })
+}
+
+/// The output pointer, shared by tasks that write disjoint elements.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: tasks write disjoint indices and the owner waits for all of them.
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+/// One weight type's tile function, for every kernel.
+trait Tiles: Copy + Sync {
+    type Act: Sync;
+    /// Whether 4 × 4 tiles fit the registers (32 vector registers with AVX-512).
+    fn wide(self) -> bool;
+    /// `out[r][c] = dot(row r at w, acts[c])`.
+    ///
+    /// # Safety
+    /// `w` holds `R` rows of `row_bytes` (≥ `nb` blocks); each `acts[c]` holds `nb` blocks.
+    unsafe fn tile<const R: usize, const C: usize>(
+        self,
+        w: *const u8,
+        row_bytes: usize,
+        nb: usize,
+        acts: [*const Self::Act; C],
+        out: &mut [[f32; C]; R],
+    );
+}
+
+#[derive(Clone, Copy)]
+struct Q4_1(Kernel);
+#[derive(Clone, Copy)]
+struct Q8_0(Kernel);
+
+impl Tiles for Q4_1 {
+    type Act = BlockQ8_1;
+    fn wide(self) -> bool {
+        is_wide(self.0)
+    }
+    unsafe fn tile<const R: usize, const C: usize>(
+        self,
+        w: *const u8,
+        row_bytes: usize,
+        nb: usize,
+        acts: [*const BlockQ8_1; C],
+        out: &mut [[f32; C]; R],
+    ) {
+        match self.0 {
+            Kernel::Scalar => {
+                for (r, out) in out.iter_mut().enumerate() {
+                    let row = std::slice::from_raw_parts(w.add(r * row_bytes), nb * Q4_1_BYTES);
+                    for (o, a) in out.iter_mut().zip(acts) {
+                        *o = dot_q4_1_q8_1(row, std::slice::from_raw_parts(a, nb));
+                    }
+                }
+            }
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => super::avx2::avx2::tile_q4_1::<R, C>(w, row_bytes, nb, acts, out),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512Vnni => {
+                super::avx2::vnni::tile_q4_1::<R, C>(w, row_bytes, nb, acts, out)
+            }
+        }
+    }
+}
+
+impl Tiles for Q8_0 {
+    type Act = BlockQ8_0;
+    fn wide(self) -> bool {
+        is_wide(self.0)
+    }
+    unsafe fn tile<const R: usize, const C: usize>(
+        self,
+        w: *const u8,
+        row_bytes: usize,
+        nb: usize,
+        acts: [*const BlockQ8_0; C],
+        out: &mut [[f32; C]; R],
+    ) {
+        match self.0 {
+            Kernel::Scalar => {
+                for (r, out) in out.iter_mut().enumerate() {
+                    let row = std::slice::from_raw_parts(w.add(r * row_bytes), nb * Q8_0_BYTES);
+                    for (o, a) in out.iter_mut().zip(acts) {
+                        *o = dot_q8_0_q8_0(row, std::slice::from_raw_parts(a, nb));
+                    }
+                }
+            }
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => super::avx2::avx2::tile_q8_0::<R, C>(w, row_bytes, nb, acts, out),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512Vnni => {
+                super::avx2::vnni::tile_q8_0::<R, C>(w, row_bytes, nb, acts, out)
+            }
+        }
+    }
+}
+
+fn is_wide(kernel: Kernel) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if kernel == Kernel::Avx512Vnni {
+        return true;
+    }
+    let _ = kernel;
+    false
+}
+
+/// The product's shape, shared by its tasks.
+struct Job<'a, T: Tiles> {
+    tiles: T,
+    weights: &'a [u8],
+    row_bytes: usize,
+    /// Blocks per row.
+    nb: usize,
+    rows: usize,
+    /// `n · nb` activation blocks, row after row.
+    acts: &'a [T::Act],
+    n: usize,
+    y: OutPtr,
+}
+
+impl<T: Tiles> Job<'_, T> {
+    /// All activation rows against weight rows `r0..r1`.
+    fn run(&self, r0: usize, r1: usize) {
+        let mut c = 0;
+        if self.tiles.wide() {
+            while c + 4 <= self.n {
+                self.columns::<4>(c, r0, r1);
+                c += 4;
+            }
+        }
+        while c + 2 <= self.n {
+            self.columns::<2>(c, r0, r1);
+            c += 2;
+        }
+        if c < self.n {
+            self.columns::<1>(c, r0, r1);
+        }
+    }
+
+    /// Activation rows `c0..c0 + C` against weight rows `r0..r1`.
+    fn columns<const C: usize>(&self, c0: usize, r0: usize, r1: usize) {
+        let acts: [*const T::Act; C] =
+            std::array::from_fn(|c| self.acts[(c0 + c) * self.nb..][..self.nb].as_ptr());
+        let mut r = r0;
+        while r + TILE_ROWS <= r1 {
+            self.tile::<TILE_ROWS, C>(c0, r, acts);
+            r += TILE_ROWS;
+        }
+        while r < r1 {
+            self.tile::<1, C>(c0, r, acts);
+            r += 1;
+        }
+    }
+
+    fn tile<const R: usize, const C: usize>(&self, c0: usize, r: usize, acts: [*const T::Act; C]) {
+        let w = &self.weights[r * self.row_bytes..(r + R) * self.row_bytes];
+        let mut out = [[0f32; C]; R];
+        // SAFETY: `w` holds R rows; each `acts[c]` points at `nb` blocks of `self.acts`; the
+        // kernel was chosen for this CPU.
+        unsafe { self.tiles.tile::<R, C>(w.as_ptr(), self.row_bytes, self.nb, acts, &mut out) };
+        for (i, out) in out.iter().enumerate() {
+            for (c, &v) in out.iter().enumerate() {
+                let at = (c0 + c) * self.rows + r + i;
+                debug_assert!(at < self.n * self.rows);
+                // SAFETY: in bounds of y (`n · rows`); rows r..r+R belong to this task only.
+                unsafe { *self.y.0.add(at) = v };
+            }
+        }
+    }
+
+    /// The whole product, split over the pool when it is big enough.
+    fn run_all(&self, cols: usize) {
+        let threads = rayon::current_num_threads();
+        let macs = self.n * self.rows * cols;
+        if threads <= 1 || macs < PAR_MIN_MACS || self.rows < 2 * TILE_ROWS {
+            self.run(0, self.rows);
+            return;
+        }
+        let tasks = threads * TASKS_PER_THREAD;
+        let per = self.rows.div_ceil(tasks).next_multiple_of(TILE_ROWS);
+        let tasks = self.rows.div_ceil(per);
+        (0..tasks).into_par_iter().for_each(|t| {
+            let r0 = t * per;
+            self.run(r0, (r0 + per).min(self.rows));
+        });
+    }
+}
 
 impl QuantMatrix {
     /// `bytes` holds `rows` rows of `cols / 32` blocks each; `cols` must be a multiple of 32.
     pub fn new(ty: QuantType, bytes: Vec<u8>, rows: usize, cols: usize) -> Option<Self> {
-        let ok = cols % QK == 0 && bytes.len() == rows * cols / QK * ty.block_bytes();
-        ok.then_some(Self { ty, bytes, rows, cols })
+        Self::with_kernel(ty, bytes, rows, cols, Kernel::detect())
+    }
+
+    /// As [`QuantMatrix::new`] with a given kernel (`None` if this CPU cannot run it).
+    pub fn with_kernel(
+        ty: QuantType,
+        bytes: Vec<u8>,
+        rows: usize,
+        cols: usize,
+        kernel: Kernel,
+    ) -> Option<Self> {
+        let ok = cols % QK == 0
+            && bytes.len() == rows * cols / QK * ty.block_bytes()
+            && Kernel::available().contains(&kernel);
+        ok.then_some(Self { ty, kernel, bytes, rows, cols })
+    }
+
+    pub fn kernel(&self) -> Kernel {
+        self.kernel
     }
 
     pub fn size_in_bytes(&self) -> usize {
@@ -46,33 +344,45 @@ impl QuantMatrix {
     /// `y[r] = W · x[r]` for each row of `x` (`[n, cols]` → `[n, rows]`).
     pub fn forward(&self, x: &[f32]) -> Vec<f32> {
         let n = x.len() / self.cols;
-        let row_bytes = self.cols / QK * self.ty.block_bytes();
+        let x = &x[..n * self.cols];
         let mut y = vec![0f32; n * self.rows];
-        for (xr, yr) in x.chunks_exact(self.cols).zip(y.chunks_exact_mut(self.rows)) {
-            match self.ty {
-                QuantType::Q4_1 => {
-                    let mut act = Vec::new();
-                    quantize_q8_1(xr, &mut act);
-                    self.rows_par(yr, row_bytes, |w| dot_q4_1_q8_1(w, &act));
-                }
-                QuantType::Q8_0 => {
-                    let mut act = Vec::new();
-                    quantize_q8_0(xr, &mut act);
-                    self.rows_par(yr, row_bytes, |w| dot_q8_0_q8_0(w, &act));
-                }
-            }
+        if n == 0 || self.rows == 0 {
+            return y;
+        }
+        let nb = self.cols / QK;
+        let row_bytes = nb * self.ty.block_bytes();
+        let out = OutPtr(y.as_mut_ptr());
+        match self.ty {
+            QuantType::Q4_1 => with_buffer(&ACT_Q8_1, |acts| {
+                quantize_q8_1(x, acts);
+                let job = Job {
+                    tiles: Q4_1(self.kernel),
+                    weights: &self.bytes,
+                    row_bytes,
+                    nb,
+                    rows: self.rows,
+                    acts,
+                    n,
+                    y: out,
+                };
+                job.run_all(self.cols);
+            }),
+            QuantType::Q8_0 => with_buffer(&ACT_Q8_0, |acts| {
+                quantize_q8_0(x, acts);
+                let job = Job {
+                    tiles: Q8_0(self.kernel),
+                    weights: &self.bytes,
+                    row_bytes,
+                    nb,
+                    rows: self.rows,
+                    acts,
+                    n,
+                    y: out,
+                };
+                job.run_all(self.cols);
+            }),
         }
         y
-    }
-
-    fn rows_par(&self, y: &mut [f32], row_bytes: usize, dot: impl Fn(&[u8]) -> f32 + Sync) {
-        y.par_chunks_mut(ROWS_PER_TASK)
-            .zip(self.bytes.par_chunks(ROWS_PER_TASK * row_bytes))
-            .for_each(|(ys, ws)| {
-                for (yi, w) in ys.iter_mut().zip(ws.chunks_exact(row_bytes)) {
-                    *yi = dot(w);
-                }
-            });
     }
 }
 
@@ -99,9 +409,14 @@ mod tests {
             for (rows, cols, n) in [(1, 32, 1), (7, 64, 3), (65, 96, 2), (130, 576, 1)] {
                 let w = Tensor::from_vec(random(rows * cols, 1), (rows, cols), &Device::Cpu).unwrap();
                 let q = QTensor::quantize(&w, dtype).unwrap();
-                let ours = QuantMatrix::new(ty, q.data().unwrap().to_vec(), rows, cols).unwrap();
                 let x = random(n * cols, 2);
-                let got = ours.forward(&x);
+                let got: Vec<Vec<f32>> = Kernel::available()
+                    .into_iter()
+                    .map(|k| {
+                        let bytes = q.data().unwrap().to_vec();
+                        QuantMatrix::with_kernel(ty, bytes, rows, cols, k).unwrap().forward(&x)
+                    })
+                    .collect();
                 let reference = QMatMul::Tensor(q.dequantize(&Device::Cpu).unwrap())
                     .forward(&Tensor::from_vec(x.clone(), (n, cols), &Device::Cpu).unwrap())
                     .unwrap()
@@ -111,9 +426,141 @@ mod tests {
                     .unwrap();
                 // 8-bit activations: the error is a small fraction of the row's magnitude.
                 let tol = 0.02 * (cols as f32).sqrt();
-                for (g, r) in got.iter().zip(&reference) {
-                    assert!((g - r).abs() < tol, "{ty:?} {rows}x{cols}: {g} vs {r}");
+                for one in &got {
+                    for (g, r) in one.iter().zip(&reference) {
+                        assert!((g - r).abs() < tol, "{ty:?} {rows}x{cols}: {g} vs {r}");
+                    }
+                    assert_same_bits(one, &got[0], &format!("{ty:?} {rows}x{cols} kernels"));
                 }
+            }
+        }
+    }
+
+    fn f16_bytes(x: f32) -> [u8; 2] {
+        half::f16::from_f32(x).to_le_bytes()
+    }
+
+    /// Valid weight bytes: finite f16 scales (of varied sign and size) and arbitrary quants.
+    fn random_weights(ty: QuantType, rows: usize, cols: usize, seed: u64) -> Vec<u8> {
+        let vals = random(rows * cols / QK * 40, seed);
+        let mut it = vals.iter();
+        let mut next = || *it.next().unwrap();
+        let mut bytes = Vec::new();
+        for _ in 0..rows * cols / QK {
+            bytes.extend(f16_bytes(next() * 0.05));
+            if ty == QuantType::Q4_1 {
+                bytes.extend(f16_bytes(next() * 0.5));
+            }
+            let quants = if ty == QuantType::Q4_1 { 16 } else { 32 };
+            bytes.extend((0..quants).map(|_| (next() * 128.0 + 128.0) as u8));
+        }
+        assert_eq!(bytes.len(), rows * cols / QK * ty.block_bytes());
+        bytes
+    }
+
+    /// Activations with rows of very different magnitudes, some exact zeros and extremes.
+    fn random_acts(n: usize, cols: usize, seed: u64) -> Vec<f32> {
+        let mut x = random(n * cols, seed);
+        for (i, v) in x.iter_mut().enumerate() {
+            let row = i / cols;
+            *v *= [1.0, 1e-3, 30.0, 0.7][row % 4];
+            if i % 37 == 5 {
+                *v = 0.0;
+            }
+        }
+        if n * cols >= QK {
+            x[..QK].fill(0.0); // an all-zero block
+        }
+        x
+    }
+
+    /// The oracle: one scalar dot per (activation row, weight row).
+    fn oracle(ty: QuantType, w: &[u8], rows: usize, cols: usize, x: &[f32]) -> Vec<f32> {
+        let row_bytes = cols / QK * ty.block_bytes();
+        let mut y = Vec::new();
+        for xr in x.chunks_exact(cols) {
+            for wr in w.chunks_exact(row_bytes).take(rows) {
+                y.push(match ty {
+                    QuantType::Q4_1 => {
+                        let mut a = Vec::new();
+                        quantize_q8_1(xr, &mut a);
+                        dot_q4_1_q8_1(wr, &a)
+                    }
+                    QuantType::Q8_0 => {
+                        let mut a = Vec::new();
+                        quantize_q8_0(xr, &mut a);
+                        dot_q8_0_q8_0(wr, &a)
+                    }
+                });
+            }
+        }
+        y
+    }
+
+    fn assert_same_bits(got: &[f32], want: &[f32], what: &str) {
+        assert_eq!(got.len(), want.len(), "{what}");
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            assert_eq!(g.to_bits(), w.to_bits(), "{what}: element {i}: {g} vs {w}");
+        }
+    }
+
+    /// Every kernel, tile shape and remainder path gives the scalar dot's bits.
+    #[test]
+    fn kernels_match_scalar_bit_for_bit() {
+        let mut seed = 10;
+        for ty in [QuantType::Q4_1, QuantType::Q8_0] {
+            for nb in [1, 2, 3, 18, 48] {
+                let cols = nb * QK;
+                for rows in [1, 3, 4, 5, 9, 64, 131] {
+                    for n in [1, 2, 3, 5] {
+                        seed += 1;
+                        let w = random_weights(ty, rows, cols, seed);
+                        let x = random_acts(n, cols, seed + 1000);
+                        let want = oracle(ty, &w, rows, cols, &x);
+                        for kernel in Kernel::available() {
+                            let m = QuantMatrix::with_kernel(ty, w.clone(), rows, cols, kernel)
+                                .unwrap();
+                            let what = format!("{ty:?} {kernel:?} {rows}x{cols} n={n}");
+                            assert_same_bits(&m.forward(&x), &want, &what);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Q8_0 weights at the extremes (−128, −127, 127) against the sign trick.
+    #[test]
+    fn q8_0_extreme_weights_match_scalar() {
+        let (rows, cols) = (8, 64);
+        let mut w = random_weights(QuantType::Q8_0, rows, cols, 3);
+        for (i, block) in w.chunks_exact_mut(Q8_0_BYTES).enumerate() {
+            for (j, q) in block[2..].iter_mut().enumerate() {
+                *q = [0x80u8, 0x81, 0x7F, 0x00][(i + j) % 4];
+            }
+        }
+        let mut x = random_acts(2, cols, 4);
+        x[cols..].iter_mut().for_each(|v| *v = v.signum()); // quants at ±127
+        let want = oracle(QuantType::Q8_0, &w, rows, cols, &x);
+        for kernel in Kernel::available() {
+            let m = QuantMatrix::with_kernel(QuantType::Q8_0, w.clone(), rows, cols, kernel).unwrap();
+            assert_same_bits(&m.forward(&x), &want, &format!("{kernel:?}"));
+        }
+    }
+
+    /// Big enough products to be split over the pool: same bits for every thread count.
+    #[test]
+    fn parallel_split_is_bit_identical() {
+        for ty in [QuantType::Q4_1, QuantType::Q8_0] {
+            let (rows, cols, n) = (1003, 576, 3);
+            let w = random_weights(ty, rows, cols, 77);
+            let x = random_acts(n, cols, 78);
+            let want = oracle(ty, &w, rows, cols, &x);
+            let m = QuantMatrix::new(ty, w, rows, cols).unwrap();
+            for threads in [1, 2, 3] {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                let got = pool.install(|| m.forward(&x));
+                assert_same_bits(&got, &want, &format!("{ty:?} threads={threads}"));
             }
         }
     }

@@ -4,8 +4,10 @@
 //! match the peer engine: 8 f32 lanes, each accumulating `d_w·d_a·Σ(4 int products)` with FMA,
 //! summed pairwise at the end.
 
+#[cfg(target_arch = "x86_64")]
+mod avx2;
 pub mod blocks;
 pub mod matvec;
 
 pub use blocks::{quantize_q8_0, quantize_q8_1, BlockQ8_0, BlockQ8_1};
-pub use matvec::{QuantMatrix, QuantType};
+pub use matvec::{Kernel, QuantMatrix, QuantType};
