@@ -30,23 +30,31 @@ fn read_json(path: &Path) -> Result<Value> {
     serde_json::from_str(&text).map_err(|e| Error::InvalidArgument(format!("{}: {e}", path.display())))
 }
 
-/// `root` itself if it holds a run, else every sub-directory that does, sorted by name.
+/// `root` itself if it holds a run, else every sub-directory that does, sorted by name. Each
+/// run's summary is recomputed from its items, so a run that was interrupted reports what it has.
 pub fn load_runs(root: &Path) -> Result<Vec<Run>> {
+    let is_run = |p: &Path| p.join("meta.json").exists() && p.join("items.jsonl").exists();
     let mut dirs = vec![root.to_path_buf()];
-    if !root.join("summary.json").exists() {
+    if !is_run(root) {
         let entries = std::fs::read_dir(root).map_err(|e| Error::InvalidArgument(format!("{}: {e}", root.display())))?;
-        dirs = entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.join("summary.json").exists()).collect();
+        dirs = entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| is_run(p)).collect();
         dirs.sort();
     }
     if dirs.is_empty() {
-        return Err(Error::InvalidArgument(format!("no runs (summary.json) under {}", root.display())));
+        return Err(Error::InvalidArgument(format!("no runs (meta.json and items.jsonl) under {}", root.display())));
     }
     dirs.into_iter()
         .map(|dir| {
             let meta = read_json(&dir.join("meta.json"))?;
-            let rows = match read_json(&dir.join("summary.json"))? {
-                Value::Array(rows) => rows.into_iter().filter_map(|r| r.as_object().cloned()).collect(),
-                _ => return Err(Error::InvalidArgument(format!("{}: summary is not a list", dir.display()))),
+            let policies: Vec<String> = meta["policies"]
+                .as_array()
+                .map(|p| p.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+                .unwrap_or_default();
+            let rows = match meta["task"].as_str() {
+                Some("factoid") => crate::eval::factoid::summarize(&dir, &policies)?,
+                Some("perplexity") => crate::eval::perplexity::summarize(&dir, &policies)?,
+                Some("chat") => crate::eval::chat::summarize(&dir, &policies)?,
+                other => return Err(Error::InvalidArgument(format!("{}: unknown task {other:?}", dir.display()))),
             };
             Ok(Run { dir, meta, rows })
         })
