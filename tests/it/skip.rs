@@ -63,3 +63,13 @@ fn layer_policies_skip_attention_too_and_fill_the_cache() {
     // Early exit fills the K/V of the layers it skips from the exit state.
     assert!(gen.decode_counts.kv_writes.iter().all(|&w| w == gen.decode_steps as u64));
 }
+
+#[test]
+fn policies_at_ratio_zero_are_token_identical_to_dense() {
+    let (dense, _) = run("dense", 48, None);
+    for spec in ["ffnskip@0", "random@0:seed=3", "no-adaptive@0", "layer-early-exit@0"] {
+        let (gen, stats) = run(spec, 48, None);
+        assert_eq!(gen.tokens, dense.tokens, "{spec}");
+        assert_eq!(stats.ffn_skip_ratio, 0.0, "{spec}");
+    }
+}
