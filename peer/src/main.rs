@@ -388,16 +388,27 @@ fn greedy_check(args: &Args, engine: &Engine, backend: &LlamaBackend, lmodel: &L
     println!("greedy check: {} prompts, {n} tokens, llama.cpp flash-attn {:?}, f16 KV cache", lines.len(), args.flash_attn);
     println!("| # | kind | prompt ids equal | llama.cpp = ref | llama.cpp = ffnskip | ffnskip = ref | first differing token (llama.cpp vs ffnskip) |");
     println!("|---|---|---|---|---|---|---|");
-    for (i, line) in lines.iter().enumerate() {
-        let item: Value = serde_json::from_str(line).with_context(|| format!("reference line {}", i + 1))?;
+    let parsed: Vec<Value> = lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| serde_json::from_str(l).with_context(|| format!("reference line {}", i + 1)))
+        .collect::<Result<_>>()?;
+    // All llama.cpp generations first, then all ffnskip ones: interleaving them on 2 cores lets
+    // one engine's spinning worker threads (candle's barrier pool, OpenMP) stall the other's.
+    let mut llama_out = Vec::new();
+    for item in &parsed {
+        let prompt = item["prompt"].as_str().context("prompt")?;
+        // Raw text with chat special tokens written in it: parse specials, add no BOS.
+        let lprompt = vocab.tokenize(prompt.as_bytes(), false, true);
+        let (lids, ltext) = llama_greedy(args, backend, lmodel, &lprompt, n)?;
+        llama_out.push((lprompt, lids, ltext));
+    }
+    std::thread::sleep(Duration::from_millis(args.pause_ms));
+    for (i, (item, (lprompt, lids, ltext))) in parsed.iter().zip(llama_out).enumerate() {
         let prompt = item["prompt"].as_str().context("prompt")?;
         let n_predict = item["n_predict"].as_u64().unwrap_or(0) as usize;
         let reference = item["greedy_completion"].as_str().context("greedy_completion")?;
         let reference = reference.strip_suffix('\n').unwrap_or(reference);
-
-        // Raw text with chat special tokens written in it: parse specials, add no BOS.
-        let lprompt = vocab.tokenize(prompt.as_bytes(), false, true);
-        let (lids, ltext) = llama_greedy(args, backend, lmodel, &lprompt, n)?;
 
         let fprompt = engine.tokenizer.encode(prompt)?;
         let mut session = Session::new(&engine.model, Some(fprompt.len() + n + 1))?;
