@@ -58,7 +58,7 @@ struct Args {
     /// GGUF model (default: ffnskip's default model, fetched into $FFNSKIP_HOME on first use).
     #[arg(long)]
     model: Option<PathBuf>,
-    /// Threads for both engines (llama.cpp n_threads and n_threads_batch; ffnskip CANDLE/RAYON_NUM_THREADS).
+    /// Threads for both engines (llama.cpp n_threads and n_threads_batch; ffnskip's pool and CANDLE_NUM_THREADS).
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=1024))]
     threads: u16,
     /// Timed runs per engine/policy (interleaved), after one untimed warm-up round.
@@ -101,7 +101,7 @@ fn main() -> Result<()> {
     // before anything is loaded, as its own CLI does.
     let threads = args.threads.to_string();
     std::env::set_var("CANDLE_NUM_THREADS", &threads);
-    std::env::set_var("RAYON_NUM_THREADS", &threads);
+    ffnskip::kernels::pool::set_threads(args.threads as usize);
     if std::env::var_os("CANDLE_BARRIER_POOL_SPIN_LIMIT").is_none() {
         std::env::set_var("CANDLE_BARRIER_POOL_SPIN_LIMIT", "100000000");
     }

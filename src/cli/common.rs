@@ -47,6 +47,7 @@ fn configure_threads(threads: Option<u16>) {
     });
     std::env::set_var("CANDLE_NUM_THREADS", n.to_string());
     std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    ffnskip::kernels::pool::set_threads(n);
     if std::env::var_os("CANDLE_BARRIER_POOL_SPIN_LIMIT").is_none() {
         std::env::set_var("CANDLE_BARRIER_POOL_SPIN_LIMIT", "100000000");
     }

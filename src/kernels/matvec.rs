@@ -10,8 +10,7 @@
 
 use std::cell::RefCell;
 
-use rayon::prelude::*;
-
+use super::pool;
 use super::blocks::{
     dot_q4_1_q8_1, dot_q8_0_q8_0, quantize_q8_0, quantize_q8_1, BlockQ8_0, BlockQ8_1,
     Q4_1_BYTES, Q8_0_BYTES, QK,
@@ -105,9 +104,9 @@ pub struct QuantMatrix {
 /// the others up for long.
 const TASKS_PER_THREAD: usize = 2;
 /// Products with fewer multiply-adds than this run on the calling thread: handing them to the
-/// pool costs more than it saves. With the default model this keeps the attention projections
-/// (≤ 332k MACs per decoded token) on the calling thread and splits the FFN and output products.
-const PAR_MIN_MACS: usize = 1 << 20;
+/// pool costs more than it saves. The smallest product of the default model's decode step (the
+/// K and V projections, 110k MACs) is still split.
+const PAR_MIN_MACS: usize = 1 << 16;
 /// Weight rows per tile.
 const TILE_ROWS: usize = 4;
 
@@ -295,18 +294,26 @@ impl<T: Tiles> Job<'_, T> {
         }
     }
 
-    /// The whole product, split over the pool when it is big enough.
-    fn run_all(&self, cols: usize) {
-        let threads = rayon::current_num_threads();
+    /// The whole product, in `tasks` chunks if given, else split over the pool when it is big
+    /// enough.
+    fn run_all(&self, cols: usize, tasks: Option<usize>) {
+        if let Some(tasks) = tasks {
+            return self.run_split(tasks);
+        }
+        let threads = pool::threads();
         let macs = self.n * self.rows * cols;
         if threads <= 1 || macs < PAR_MIN_MACS || self.rows < 2 * TILE_ROWS {
             self.run(0, self.rows);
-            return;
+        } else {
+            self.run_split(threads * TASKS_PER_THREAD);
         }
-        let tasks = threads * TASKS_PER_THREAD;
+    }
+
+    /// The product as about `tasks` chunks of whole tiles, claimed by the pool's threads.
+    fn run_split(&self, tasks: usize) {
         let per = self.rows.div_ceil(tasks).next_multiple_of(TILE_ROWS);
         let tasks = self.rows.div_ceil(per);
-        (0..tasks).into_par_iter().for_each(|t| {
+        pool::parallel_for(tasks, &|t| {
             let r0 = t * per;
             self.run(r0, (r0 + per).min(self.rows));
         });
@@ -343,6 +350,16 @@ impl QuantMatrix {
 
     /// `y[r] = W · x[r]` for each row of `x` (`[n, cols]` → `[n, rows]`).
     pub fn forward(&self, x: &[f32]) -> Vec<f32> {
+        self.product(x, None)
+    }
+
+    /// [`QuantMatrix::forward`] in a given number of parallel chunks.
+    #[cfg(test)]
+    fn forward_split(&self, x: &[f32], tasks: usize) -> Vec<f32> {
+        self.product(x, Some(tasks))
+    }
+
+    fn product(&self, x: &[f32], tasks: Option<usize>) -> Vec<f32> {
         let n = x.len() / self.cols;
         let x = &x[..n * self.cols];
         let mut y = vec![0f32; n * self.rows];
@@ -365,7 +382,7 @@ impl QuantMatrix {
                     n,
                     y: out,
                 };
-                job.run_all(self.cols);
+                job.run_all(self.cols, tasks);
             }),
             QuantType::Q8_0 => with_buffer(&ACT_Q8_0, |acts| {
                 quantize_q8_0(x, acts);
@@ -379,7 +396,7 @@ impl QuantMatrix {
                     n,
                     y: out,
                 };
-                job.run_all(self.cols);
+                job.run_all(self.cols, tasks);
             }),
         }
         y
@@ -548,7 +565,7 @@ mod tests {
         }
     }
 
-    /// Big enough products to be split over the pool: same bits for every thread count.
+    /// Products split into any number of chunks, over the pool: the same bits.
     #[test]
     fn parallel_split_is_bit_identical() {
         for ty in [QuantType::Q4_1, QuantType::Q8_0] {
@@ -557,10 +574,9 @@ mod tests {
             let x = random_acts(n, cols, 78);
             let want = oracle(ty, &w, rows, cols, &x);
             let m = QuantMatrix::new(ty, w, rows, cols).unwrap();
-            for threads in [1, 2, 3] {
-                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-                let got = pool.install(|| m.forward(&x));
-                assert_same_bits(&got, &want, &format!("{ty:?} threads={threads}"));
+            for tasks in [1, 2, 3, 8] {
+                let got = m.forward_split(&x, tasks);
+                assert_same_bits(&got, &want, &format!("{ty:?} tasks={tasks}"));
             }
         }
     }

@@ -2,7 +2,14 @@
 
 use crate::model::config::Config;
 use crate::model::kv_cache::KvElement;
-use crate::model::ops::softmax;
+use crate::model::numerics::{dot_f16_gemm, dot_f16_vec, softmax, WeightedSum};
+
+/// llama.cpp pads the number of cache positions one attention step reads to a multiple of
+/// this. The padding has weight 0, but it decides where ggml's dot product over positions
+/// switches to its scalar f64 tail, and so the rounding. 32 is the padding of the llama.cpp
+/// version that produced `../shared/reference` (c392e50; without flash attention); with it,
+/// all 16 reference completions are reproduced exactly, with 256 (newer versions) 13.
+const KV_PAD: usize = 32;
 
 /// RoPE angles `θ_i·pos` with `θ_i = base^(-2i/rope_dim)`, optionally divided by per-pair
 /// frequency factors (llama 3.1's `rope_freqs.weight`).
@@ -23,8 +30,9 @@ impl Rope {
 
     /// Rotates the consecutive pairs `(x[2i], x[2i+1])` of every head of one row at `pos`.
     /// GGUF llama weights are permuted at conversion so that this interleaved form is exact.
-    /// The angle is built by repeated multiplication, `θ_{i+1} = θ_i · scale`, as ggml does, so
-    /// the rounding matches the peer engine.
+    /// The angle is built by repeated multiplication, `θ_{i+1} = θ_i · scale`, and the rotation
+    /// uses one fused multiply-add per output, as ggml's compiled code does, so the rounding
+    /// matches the peer engine.
     pub fn apply(&self, row: &mut [f32], head_dim: usize, pos: usize) {
         let mut sin_cos = Vec::with_capacity(self.half);
         let mut theta = pos as f32;
@@ -36,8 +44,8 @@ impl Rope {
         for head in row.chunks_exact_mut(head_dim) {
             for (i, (sin, cos)) in sin_cos.iter().enumerate() {
                 let (a, b) = (head[2 * i], head[2 * i + 1]);
-                head[2 * i] = a * cos - b * sin;
-                head[2 * i + 1] = a * sin + b * cos;
+                head[2 * i] = a.mul_add(*cos, -(b * sin));
+                head[2 * i + 1] = a.mul_add(*sin, b * cos);
             }
         }
     }
@@ -48,16 +56,24 @@ impl Rope {
 ///
 /// `out[s, h] = Σ_t softmax_t(q[s,h]·k[t] / √d) · v[t]`, for `t ≤ pos0 + s`.
 ///
-/// Like llama.cpp's CPU path, the query and the attention weights are rounded to the cache's
-/// precision before they meet it; products and sums are f32.
+/// Rounded as llama.cpp's CPU path rounds it: the query and the attention weights are rounded
+/// to the cache's precision before they meet it, and the dot products sum in the order of
+/// ggml's vector dot product for one row, or of its matrix kernel (tinyBLAS) for a batch.
 pub fn attend<T: KvElement>(cfg: &Config, q: &[f32], keys: &[T], values: &[T], pos0: usize) -> Vec<f32> {
     let (hd, kv_dim, q_dim) = (cfg.head_dim, cfg.kv_dim(), cfg.q_dim());
     let scale = 1.0 / (hd as f32).sqrt();
     let rows = q.len() / q_dim;
+    let n_kv = (pos0 + rows).next_multiple_of(KV_PAD);
+    let gemm = rows > 1 && hd % 16 == 0;
+    let dot = if gemm { dot_f16_gemm } else { dot_f16_vec };
+    let mut keys_f32 = vec![0f32; keys.len()];
+    let mut values_f32 = vec![0f32; values.len()];
+    T::load_slice(keys, &mut keys_f32);
+    T::load_slice(values, &mut values_f32);
     let mut out = vec![0f32; q.len()];
     let mut scores = Vec::with_capacity(pos0 + rows);
     let mut q_head = vec![0f32; hd];
-    let mut row = vec![0f32; hd];
+    let mut weighted = WeightedSum::default();
     for s in 0..rows {
         let n_ctx = pos0 + s + 1;
         for h in 0..cfg.n_heads {
@@ -66,24 +82,14 @@ pub fn attend<T: KvElement>(cfg: &Config, q: &[f32], keys: &[T], values: &[T], p
                 *dst = T::round(*src);
             }
             scores.clear();
-            for t in 0..n_ctx {
-                T::load_slice(&keys[t * kv_dim + kv_off..][..hd], &mut row);
-                scores.push(dot(&q_head, &row) * scale);
-            }
+            scores.extend((0..n_ctx).map(|t| dot(&q_head, &keys_f32[t * kv_dim + kv_off..][..hd]) * scale));
             softmax(&mut scores);
-            let out_head = &mut out[s * q_dim + h * hd..][..hd];
-            for (t, w) in scores.iter().enumerate() {
-                let w = T::round(*w);
-                T::load_slice(&values[t * kv_dim + kv_off..][..hd], &mut row);
-                for (o, vi) in out_head.iter_mut().zip(&row) {
-                    *o += w * vi;
-                }
+            for w in scores.iter_mut() {
+                *w = T::round(*w);
             }
+            let out_head = &mut out[s * q_dim + h * hd..][..hd];
+            weighted.run(&scores, n_kv, gemm, &values_f32, kv_dim, kv_off, out_head);
         }
     }
     out
-}
-
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
 }

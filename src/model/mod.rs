@@ -6,6 +6,7 @@ pub mod gguf;
 mod kv_cache;
 pub mod linear;
 mod llama;
+mod numerics;
 pub mod ops;
 mod weights;
 
