@@ -10,7 +10,7 @@
 
 use std::cell::RefCell;
 
-use super::pool;
+use super::pool::{self, DisjointOut};
 use super::blocks::{
     dot_q4_1_q8_1, dot_q8_0_q8_0, quantize_q8_0, quantize_q8_1, BlockQ8_0, BlockQ8_1,
     Q4_1_BYTES, Q8_0_BYTES, QK,
@@ -126,13 +126,6 @@ fn with_buffer<T, R>(
     })
 }
 
-/// The output pointer, shared by tasks that write disjoint elements.
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: tasks write disjoint indices and the owner waits for all of them.
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
-
 /// One weight type's tile function, for every kernel.
 trait Tiles: Copy + Sync {
     type Act: Sync;
@@ -241,7 +234,7 @@ struct Job<'a, T: Tiles> {
     /// `n · nb` activation blocks, row after row.
     acts: &'a [T::Act],
     n: usize,
-    y: OutPtr,
+    y: DisjointOut<'a>,
 }
 
 impl<T: Tiles> Job<'_, T> {
@@ -284,12 +277,11 @@ impl<T: Tiles> Job<'_, T> {
         // SAFETY: `w` holds R rows; each `acts[c]` points at `nb` blocks of `self.acts`; the
         // kernel was chosen for this CPU.
         unsafe { self.tiles.tile::<R, C>(w.as_ptr(), self.row_bytes, self.nb, acts, &mut out) };
-        for (i, out) in out.iter().enumerate() {
-            for (c, &v) in out.iter().enumerate() {
-                let at = (c0 + c) * self.rows + r + i;
-                debug_assert!(at < self.n * self.rows);
-                // SAFETY: in bounds of y (`n · rows`); rows r..r+R belong to this task only.
-                unsafe { *self.y.0.add(at) = v };
+        for c in 0..C {
+            // SAFETY: rows r..r+R belong to this task only.
+            let y = unsafe { self.y.part((c0 + c) * self.rows + r, R) };
+            for (yi, out) in y.iter_mut().zip(&out) {
+                *yi = out[c];
             }
         }
     }
@@ -368,7 +360,6 @@ impl QuantMatrix {
         }
         let nb = self.cols / QK;
         let row_bytes = nb * self.ty.block_bytes();
-        let out = OutPtr(y.as_mut_ptr());
         match self.ty {
             QuantType::Q4_1 => with_buffer(&ACT_Q8_1, |acts| {
                 quantize_q8_1(x, acts);
@@ -380,7 +371,7 @@ impl QuantMatrix {
                     rows: self.rows,
                     acts,
                     n,
-                    y: out,
+                    y: DisjointOut::new(&mut y),
                 };
                 job.run_all(self.cols, tasks);
             }),
@@ -394,7 +385,7 @@ impl QuantMatrix {
                     rows: self.rows,
                     acts,
                     n,
-                    y: out,
+                    y: DisjointOut::new(&mut y),
                 };
                 job.run_all(self.cols, tasks);
             }),

@@ -1,5 +1,8 @@
 //! Rotary position embedding and causal grouped-query attention over the KV cache.
 
+use std::cell::RefCell;
+
+use crate::kernels::pool::{self, DisjointOut};
 use crate::model::config::Config;
 use crate::model::kv_cache::KvElement;
 use crate::model::numerics::{dot_f16_gemm, dot_f16_vec, softmax, WeightedSum};
@@ -60,36 +63,72 @@ impl Rope {
 /// to the cache's precision before they meet it, and the dot products sum in the order of
 /// ggml's vector dot product for one row, or of its matrix kernel (tinyBLAS) for a batch.
 pub fn attend<T: KvElement>(cfg: &Config, q: &[f32], keys: &[T], values: &[T], pos0: usize) -> Vec<f32> {
-    let (hd, kv_dim, q_dim) = (cfg.head_dim, cfg.kv_dim(), cfg.q_dim());
-    let scale = 1.0 / (hd as f32).sqrt();
+    let (hd, q_dim) = (cfg.head_dim, cfg.q_dim());
     let rows = q.len() / q_dim;
-    let n_kv = (pos0 + rows).next_multiple_of(KV_PAD);
-    let gemm = rows > 1 && hd % 16 == 0;
-    let dot = if gemm { dot_f16_gemm } else { dot_f16_vec };
     let mut keys_f32 = vec![0f32; keys.len()];
     let mut values_f32 = vec![0f32; values.len()];
     T::load_slice(keys, &mut keys_f32);
     T::load_slice(values, &mut values_f32);
+    let shape = Shape {
+        cfg,
+        n_kv: (pos0 + rows).next_multiple_of(KV_PAD),
+        gemm: rows > 1 && hd % 16 == 0,
+        keys: &keys_f32,
+        values: &values_f32,
+        pos0,
+    };
     let mut out = vec![0f32; q.len()];
-    let mut scores = Vec::with_capacity(pos0 + rows);
-    let mut q_head = vec![0f32; hd];
-    let mut weighted = WeightedSum::default();
-    for s in 0..rows {
-        let n_ctx = pos0 + s + 1;
-        for h in 0..cfg.n_heads {
-            let kv_off = (h / cfg.group_size()) * hd;
-            for (dst, src) in q_head.iter_mut().zip(&q[s * q_dim + h * hd..][..hd]) {
-                *dst = T::round(*src);
-            }
-            scores.clear();
-            scores.extend((0..n_ctx).map(|t| dot(&q_head, &keys_f32[t * kv_dim + kv_off..][..hd]) * scale));
-            softmax(&mut scores);
-            for w in scores.iter_mut() {
-                *w = T::round(*w);
-            }
-            let out_head = &mut out[s * q_dim + h * hd..][..hd];
-            weighted.run(&scores, n_kv, gemm, &values_f32, kv_dim, kv_off, out_head);
-        }
-    }
+    let heads = DisjointOut::new(&mut out);
+    // One task per (query row, head): each reads the whole cache of its KV head.
+    pool::parallel_for(rows * cfg.n_heads, &|task| {
+        let (s, h) = (task / cfg.n_heads, task % cfg.n_heads);
+        let q_head = &q[s * q_dim + h * hd..][..hd];
+        // SAFETY: task (s, h) is the only writer of its head's slice.
+        let out_head = unsafe { heads.part(s * q_dim + h * hd, hd) };
+        SCRATCH.with(|scratch| shape.head::<T>(s, h, q_head, out_head, &mut scratch.borrow_mut()));
+    });
     out
+}
+
+/// What every head of one attention call shares.
+struct Shape<'a> {
+    cfg: &'a Config,
+    /// Cache positions the peer engine reads (padded), see [`KV_PAD`].
+    n_kv: usize,
+    /// Sum in the order of ggml's matrix kernel (a batch) instead of its vector dot product.
+    gemm: bool,
+    keys: &'a [f32],
+    values: &'a [f32],
+    pos0: usize,
+}
+
+#[derive(Default)]
+struct Scratch {
+    q: Vec<f32>,
+    scores: Vec<f32>,
+    weighted: WeightedSum,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+impl Shape<'_> {
+    /// Query head `h` of row `s`: softmax(q·k / √d) · v over positions `0..=pos0 + s`.
+    fn head<T: KvElement>(&self, s: usize, h: usize, q: &[f32], out: &mut [f32], scratch: &mut Scratch) {
+        let (hd, kv_dim) = (self.cfg.head_dim, self.cfg.kv_dim());
+        let kv_off = (h / self.cfg.group_size()) * hd;
+        let scale = 1.0 / (hd as f32).sqrt();
+        let dot = if self.gemm { dot_f16_gemm } else { dot_f16_vec };
+        scratch.q.clear();
+        scratch.q.extend(q.iter().map(|&x| T::round(x)));
+        let n_ctx = self.pos0 + s + 1;
+        scratch.scores.clear();
+        scratch.scores.extend((0..n_ctx).map(|t| dot(&scratch.q, &self.keys[t * kv_dim + kv_off..][..hd]) * scale));
+        softmax(&mut scratch.scores);
+        for w in scratch.scores.iter_mut() {
+            *w = T::round(*w);
+        }
+        scratch.weighted.run(&scratch.scores, self.n_kv, self.gemm, self.values, kv_dim, kv_off, out);
+    }
 }

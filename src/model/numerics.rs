@@ -37,8 +37,10 @@ pub fn exp(x: f32) -> f32 {
     if n.abs() > 192.0 {
         return if n <= 0.0 { 0.0 } else { f32::INFINITY };
     }
-    // j · 2^n, rounded once (as `vscalefps` does, also into the subnormal range).
-    (f64::from(j) * 2f64.powi(n as i32)) as f32
+    // j · 2^n in f64 (exact; |n| ≤ 192 keeps 2^n normal), rounded once to f32, as `vscalefps`
+    // rounds, also into the subnormal range.
+    let two_to_n = f64::from_bits(((n as i64 + 1023) as u64) << 52);
+    (f64::from(j) * two_to_n) as f32
 }
 
 /// `silu(x) = x / (1 + e^-x)`, as ggml's vectorised SiLU computes it.
