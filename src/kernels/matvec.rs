@@ -9,6 +9,9 @@
 //! product, so results do not depend on the tiling, the chunking or the thread count.
 
 use std::cell::RefCell;
+use std::sync::Arc;
+
+use memmap2::Mmap;
 
 use super::pool::{self, DisjointOut};
 use super::blocks::{
@@ -92,10 +95,32 @@ impl Kernel {
     }
 }
 
+/// A matrix's bytes: owned, or a range of a memory-mapped model file (no copy).
+pub enum WeightBytes {
+    Owned(Vec<u8>),
+    Mapped { map: Arc<Mmap>, start: usize, len: usize },
+}
+
+impl std::ops::Deref for WeightBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            WeightBytes::Owned(v) => v,
+            WeightBytes::Mapped { map, start, len } => &map[*start..*start + *len],
+        }
+    }
+}
+
+impl From<Vec<u8>> for WeightBytes {
+    fn from(v: Vec<u8>) -> Self {
+        WeightBytes::Owned(v)
+    }
+}
+
 pub struct QuantMatrix {
     ty: QuantType,
     kernel: Kernel,
-    bytes: Vec<u8>,
+    bytes: WeightBytes,
     rows: usize,
     cols: usize,
 }
@@ -314,18 +339,19 @@ impl<T: Tiles> Job<'_, T> {
 
 impl QuantMatrix {
     /// `bytes` holds `rows` rows of `cols / 32` blocks each; `cols` must be a multiple of 32.
-    pub fn new(ty: QuantType, bytes: Vec<u8>, rows: usize, cols: usize) -> Option<Self> {
+    pub fn new(ty: QuantType, bytes: impl Into<WeightBytes>, rows: usize, cols: usize) -> Option<Self> {
         Self::with_kernel(ty, bytes, rows, cols, Kernel::detect())
     }
 
     /// As [`QuantMatrix::new`] with a given kernel (`None` if this CPU cannot run it).
     pub fn with_kernel(
         ty: QuantType,
-        bytes: Vec<u8>,
+        bytes: impl Into<WeightBytes>,
         rows: usize,
         cols: usize,
         kernel: Kernel,
     ) -> Option<Self> {
+        let bytes = bytes.into();
         let ok = cols % QK == 0
             && bytes.len() == rows * cols / QK * ty.block_bytes()
             && Kernel::available().contains(&kernel);

@@ -11,4 +11,4 @@ pub mod matvec;
 pub mod pool;
 
 pub use blocks::{quantize_q8_0, quantize_q8_1, BlockQ8_0, BlockQ8_1};
-pub use matvec::{Kernel, QuantMatrix, QuantType};
+pub use matvec::{Kernel, QuantMatrix, QuantType, WeightBytes};

@@ -4,6 +4,7 @@
 use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::quantized::{ggml_file, GgmlDType, QTensor};
@@ -11,6 +12,7 @@ use candle_core::Device;
 use memmap2::Mmap;
 
 use crate::error::{Error, Result};
+use crate::kernels::WeightBytes;
 
 /// The quantisation types whose CPU kernels candle provides and ffnskip has tested.
 const SUPPORTED_DTYPES: &[GgmlDType] = &[
@@ -32,7 +34,7 @@ const SUPPORTED_DTYPES: &[GgmlDType] = &[
 pub struct GgufFile {
     path: PathBuf,
     content: Content,
-    mmap: Mmap,
+    mmap: Arc<Mmap>,
 }
 
 impl GgufFile {
@@ -69,7 +71,7 @@ impl GgufFile {
         // SAFETY: the map is read-only and the file is not modified while ffnskip runs; a
         // concurrent writer could change the weights under us, which is the usual mmap caveat.
         let mmap = unsafe { Mmap::map(&file)? };
-        let gguf = Self { path: path_buf, content, mmap };
+        let gguf = Self { path: path_buf, content, mmap: Arc::new(mmap) };
         gguf.check_tensor_bounds()?;
         Ok(gguf)
     }
@@ -142,6 +144,14 @@ impl GgufFile {
             info.shape.dims().to_vec(),
             &Device::Cpu,
         )?)
+    }
+
+    /// A tensor's type, shape and bytes, left in the memory-mapped file (no copy).
+    pub fn mapped_tensor(&self, name: &str) -> Result<(GgmlDType, Vec<usize>, WeightBytes)> {
+        let info = self.info(name)?;
+        let (start, len) = self.tensor_range(name, info)?;
+        let bytes = WeightBytes::Mapped { map: Arc::clone(&self.mmap), start: start as usize, len: len as usize };
+        Ok((info.ggml_dtype, info.shape.dims().to_vec(), bytes))
     }
 
     pub fn metadata(&self, key: &str) -> Option<&Value> {

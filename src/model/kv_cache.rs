@@ -5,10 +5,12 @@
 
 use half::f16;
 use half::slice::HalfFloatSliceExt;
+use half::vec::HalfBitsVecExt;
 
 /// An element type the cache can hold.
 pub trait KvElement: Copy + Send + Sync + 'static {
-    const ZERO: Self;
+    /// `len` zeros, from zeroed memory (untouched pages stay unallocated).
+    fn zeroed(len: usize) -> Vec<Self>;
     fn store(x: f32) -> Self;
     fn load(self) -> f32;
     /// Converts a row to f32 (vectorised for f16: per-element conversion is a call each).
@@ -20,7 +22,9 @@ pub trait KvElement: Copy + Send + Sync + 'static {
 }
 
 impl KvElement for f32 {
-    const ZERO: Self = 0.0;
+    fn zeroed(len: usize) -> Vec<Self> {
+        vec![0.0; len]
+    }
     fn store(x: f32) -> Self {
         x
     }
@@ -33,7 +37,10 @@ impl KvElement for f32 {
 }
 
 impl KvElement for f16 {
-    const ZERO: Self = f16::ZERO;
+    fn zeroed(len: usize) -> Vec<Self> {
+        // `vec![f16::ZERO; n]` writes every element; zeroed u16s come from calloc.
+        vec![0u16; len].reinterpret_into()
+    }
     fn store(x: f32) -> Self {
         f16::from_f32(x)
     }
@@ -59,7 +66,7 @@ pub struct KvBuffers<T> {
 
 impl<T: KvElement> KvBuffers<T> {
     fn new(n_layers: usize, len: usize) -> Self {
-        let buffer = || vec![T::ZERO; len];
+        let buffer = || T::zeroed(len);
         Self { keys: (0..n_layers).map(|_| buffer()).collect(), values: (0..n_layers).map(|_| buffer()).collect() }
     }
 

@@ -2,12 +2,23 @@
 //! Every matrix product of the model goes through `Linear::forward`, so faster kernels can
 //! replace this one function without touching the model code.
 
-use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::quantized::{GgmlDType, QMatMul};
 use candle_core::{Device, Module, Tensor};
 use std::sync::Arc;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::kernels::{QuantMatrix, QuantType};
+use crate::model::gguf::GgufFile;
+
+/// Checks a tensor's shape against the one the metadata implies.
+pub fn check_shape(name: &str, got: &[usize], want: &[usize]) -> Result<()> {
+    if got != want {
+        return Err(Error::Metadata(format!(
+            "tensor '{name}' has shape {got:?}, the metadata implies {want:?}"
+        )));
+    }
+    Ok(())
+}
 
 enum Weight {
     /// Our own kernels (Q4_1, Q8_0).
@@ -24,21 +35,22 @@ pub struct Linear {
 }
 
 impl Linear {
-    /// `weight` has the GGUF shape `[out_dim, in_dim]`.
-    pub fn new(weight: Arc<QTensor>) -> Result<Self> {
-        let (out_dim, in_dim) = weight.shape().dims2()?;
-        let bytes = weight.storage_size_in_bytes();
-        let own = match weight.dtype() {
+    /// The tensor `name` of `gguf`, of shape `[out_dim, in_dim]`. Types with our own kernels
+    /// stay in the memory-mapped file; the others are read into candle's storage.
+    pub fn load(gguf: &GgufFile, name: &str, out_dim: usize, in_dim: usize) -> Result<Self> {
+        let (dtype, dims, bytes) = gguf.mapped_tensor(name)?;
+        check_shape(name, &dims, &[out_dim, in_dim])?;
+        let len = bytes.len();
+        let own = match dtype {
             GgmlDType::Q4_1 => Some(QuantType::Q4_1),
             GgmlDType::Q8_0 => Some(QuantType::Q8_0),
             _ => None,
-        }
-        .and_then(|ty| QuantMatrix::new(ty, weight.data().ok()?.to_vec(), out_dim, in_dim));
-        let weight = match own {
-            Some(m) => Weight::Own(m),
-            None => Weight::Candle(QMatMul::from_arc(weight)?),
         };
-        Ok(Self { weight, in_dim, out_dim, bytes })
+        let weight = match own.and_then(|ty| QuantMatrix::new(ty, bytes, out_dim, in_dim)) {
+            Some(m) => Weight::Own(m),
+            None => Weight::Candle(QMatMul::from_arc(Arc::new(gguf.tensor(name)?))?),
+        };
+        Ok(Self { weight, in_dim, out_dim, bytes: len })
     }
 
     pub fn in_dim(&self) -> usize {

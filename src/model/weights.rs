@@ -1,14 +1,12 @@
 //! The weights of a llama-family model, named after the GGUF tensors
 //! (`blk.{l}.attn_q.weight` ↔ HF `model.layers.{l}.self_attn.q_proj.weight`, and so on).
 
-use std::sync::Arc;
-
 use candle_core::quantized::QTensor;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::model::config::Config;
 use crate::model::gguf::GgufFile;
-use crate::model::linear::Linear;
+use crate::model::linear::{check_shape, Linear};
 
 pub struct LayerWeights {
     pub attn_norm: Vec<f32>,
@@ -37,7 +35,7 @@ impl LayerWeights {
 }
 
 pub struct Weights {
-    pub token_embd: Arc<QTensor>,
+    pub token_embd: QTensor,
     pub layers: Vec<LayerWeights>,
     pub output_norm: Vec<f32>,
     pub output: Linear,
@@ -46,25 +44,22 @@ pub struct Weights {
 
 impl Weights {
     pub fn load(gguf: &GgufFile, cfg: &Config) -> Result<Self> {
-        let token_embd = Arc::new(gguf.tensor("token_embd.weight")?);
-        let output = if cfg.tied_embeddings {
-            Linear::new(token_embd.clone())?
-        } else {
-            linear(gguf, "output.weight", cfg.vocab_size, cfg.dim)?
-        };
+        let token_embd = gguf.tensor("token_embd.weight")?;
+        let output_name = if cfg.tied_embeddings { "token_embd.weight" } else { "output.weight" };
+        let output = Linear::load(gguf, output_name, cfg.vocab_size, cfg.dim)?;
         let layers = (0..cfg.n_layers)
             .map(|l| {
                 let p = |name: &str| format!("blk.{l}.{name}.weight");
                 Ok(LayerWeights {
                     attn_norm: vector(gguf, &p("attn_norm"), cfg.dim)?,
-                    attn_q: linear(gguf, &p("attn_q"), cfg.q_dim(), cfg.dim)?,
-                    attn_k: linear(gguf, &p("attn_k"), cfg.kv_dim(), cfg.dim)?,
-                    attn_v: linear(gguf, &p("attn_v"), cfg.kv_dim(), cfg.dim)?,
-                    attn_output: linear(gguf, &p("attn_output"), cfg.dim, cfg.q_dim())?,
+                    attn_q: Linear::load(gguf, &p("attn_q"), cfg.q_dim(), cfg.dim)?,
+                    attn_k: Linear::load(gguf, &p("attn_k"), cfg.kv_dim(), cfg.dim)?,
+                    attn_v: Linear::load(gguf, &p("attn_v"), cfg.kv_dim(), cfg.dim)?,
+                    attn_output: Linear::load(gguf, &p("attn_output"), cfg.dim, cfg.q_dim())?,
                     ffn_norm: vector(gguf, &p("ffn_norm"), cfg.dim)?,
-                    ffn_gate: linear(gguf, &p("ffn_gate"), cfg.ffn_dim, cfg.dim)?,
-                    ffn_up: linear(gguf, &p("ffn_up"), cfg.ffn_dim, cfg.dim)?,
-                    ffn_down: linear(gguf, &p("ffn_down"), cfg.dim, cfg.ffn_dim)?,
+                    ffn_gate: Linear::load(gguf, &p("ffn_gate"), cfg.ffn_dim, cfg.dim)?,
+                    ffn_up: Linear::load(gguf, &p("ffn_up"), cfg.ffn_dim, cfg.dim)?,
+                    ffn_down: Linear::load(gguf, &p("ffn_down"), cfg.dim, cfg.ffn_dim)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -81,21 +76,6 @@ impl Weights {
             rope_freqs,
         })
     }
-}
-
-fn check_shape(name: &str, got: &[usize], want: &[usize]) -> Result<()> {
-    if got != want {
-        return Err(Error::Metadata(format!(
-            "tensor '{name}' has shape {got:?}, the metadata implies {want:?}"
-        )));
-    }
-    Ok(())
-}
-
-fn linear(gguf: &GgufFile, name: &str, out_dim: usize, in_dim: usize) -> Result<Linear> {
-    let t = gguf.tensor(name)?;
-    check_shape(name, t.shape().dims(), &[out_dim, in_dim])?;
-    Linear::new(Arc::new(t))
 }
 
 fn vector(gguf: &GgufFile, name: &str, len: usize) -> Result<Vec<f32>> {
