@@ -65,29 +65,34 @@ impl Rope {
 pub fn attend<T: KvElement>(cfg: &Config, q: &[f32], keys: &[T], values: &[T], pos0: usize) -> Vec<f32> {
     let (hd, q_dim) = (cfg.head_dim, cfg.q_dim());
     let rows = q.len() / q_dim;
-    let mut keys_f32 = vec![0f32; keys.len()];
-    let mut values_f32 = vec![0f32; values.len()];
-    T::load_slice(keys, &mut keys_f32);
-    T::load_slice(values, &mut values_f32);
-    let shape = Shape {
-        cfg,
-        n_kv: (pos0 + rows).next_multiple_of(KV_PAD),
-        gemm: rows > 1 && hd % 16 == 0,
-        keys: &keys_f32,
-        values: &values_f32,
-        pos0,
-    };
-    let mut out = vec![0f32; q.len()];
-    let heads = DisjointOut::new(&mut out);
-    // One task per (query row, head): each reads the whole cache of its KV head.
-    pool::parallel_for(rows * cfg.n_heads, &|task| {
-        let (s, h) = (task / cfg.n_heads, task % cfg.n_heads);
-        let q_head = &q[s * q_dim + h * hd..][..hd];
-        // SAFETY: task (s, h) is the only writer of its head's slice.
-        let out_head = unsafe { heads.part(s * q_dim + h * hd, hd) };
-        SCRATCH.with(|scratch| shape.head::<T>(s, h, q_head, out_head, &mut scratch.borrow_mut()));
-    });
-    out
+    KV_F32.with(|kv| {
+        let (keys_f32, values_f32) = &mut *kv.borrow_mut();
+        // The buffers keep their length from the previous call (one position shorter at
+        // decode), so resizing writes only the new tail before the conversion overwrites all.
+        keys_f32.resize(keys.len(), 0.0);
+        values_f32.resize(values.len(), 0.0);
+        T::load_slice(keys, keys_f32);
+        T::load_slice(values, values_f32);
+        let shape = Shape {
+            cfg,
+            n_kv: (pos0 + rows).next_multiple_of(KV_PAD),
+            gemm: rows > 1 && hd % 16 == 0,
+            keys: keys_f32,
+            values: values_f32,
+            pos0,
+        };
+        let mut out = vec![0f32; q.len()];
+        let heads = DisjointOut::new(&mut out);
+        // One task per (query row, head): each reads the whole cache of its KV head.
+        pool::parallel_for(rows * cfg.n_heads, &|task| {
+            let (s, h) = (task / cfg.n_heads, task % cfg.n_heads);
+            let q_head = &q[s * q_dim + h * hd..][..hd];
+            // SAFETY: task (s, h) is the only writer of its head's slice.
+            let out_head = unsafe { heads.part(s * q_dim + h * hd, hd) };
+            SCRATCH.with(|scratch| shape.head::<T>(s, h, q_head, out_head, &mut scratch.borrow_mut()));
+        });
+        out
+    })
 }
 
 /// What every head of one attention call shares.
@@ -111,6 +116,8 @@ struct Scratch {
 
 thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+    /// One layer's keys and values as f32, reused across calls.
+    static KV_F32: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
 impl Shape<'_> {

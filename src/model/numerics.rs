@@ -127,16 +127,21 @@ impl WeightedSum {
         let row = |t: usize| &v[t * stride + offset..][..cols];
         let period = if gemm { LANES } else { 4 * LANES };
         let full = if gemm { n_kv } else { n_kv / period * period };
-        self.acc.clear();
-        self.acc.resize(period * cols, 0.0);
+        if self.acc.len() < period * cols {
+            self.acc.resize(period * cols, 0.0);
+        }
         let vector_end = w.len().min(full);
+        // Lanes are started by their first position (an FMA onto 0) rather than zeroed, and
+        // lanes no position reached count as 0 below: no memset per call.
+        let started = vector_end.min(period);
         for (t, &wt) in w[..vector_end].iter().enumerate() {
             let acc = &mut self.acc[(t % period) * cols..][..cols];
+            let first = t < started;
             for (a, x) in acc.iter_mut().zip(row(t)) {
-                *a = wt.mul_add(*x, *a);
+                *a = wt.mul_add(*x, if first { 0.0 } else { *a });
             }
         }
-        let acc = |l: usize, d: usize| self.acc[l * cols + d];
+        let acc = |l: usize, d: usize| if l < started { self.acc[l * cols + d] } else { 0.0 };
         for (d, o) in out.iter_mut().enumerate() {
             let lanes: [f32; LANES] = if gemm {
                 std::array::from_fn(|l| acc(l, d))
