@@ -154,8 +154,30 @@ fn with_buffer<T, R>(
 /// One weight type's tile function, for every kernel.
 trait Tiles: Copy + Sync {
     type Act: Sync;
+    /// Bytes of one weight block (32 weights).
+    const BLOCK_BYTES: usize;
+    fn kernel(self) -> Kernel;
+    /// The scalar product of one weight row with one activation row: the oracle of the tiles.
+    fn dot(row: &[u8], acts: &[Self::Act]) -> f32;
+    /// The SIMD tile of this type (`vnni`: the AVX-512 VNNI variant, else AVX2).
+    ///
+    /// # Safety
+    /// As [`Tiles::tile`], and the CPU supports the chosen variant.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn simd_tile<const R: usize, const C: usize>(
+        vnni: bool,
+        w: *const u8,
+        row_bytes: usize,
+        nb: usize,
+        acts: [*const Self::Act; C],
+        out: &mut [[f32; C]; R],
+    );
+
     /// Whether 4 × 4 tiles fit the registers (32 vector registers with AVX-512).
-    fn wide(self) -> bool;
+    fn wide(self) -> bool {
+        is_wide(self.kernel())
+    }
+
     /// `out[r][c] = dot(row r at w, acts[c])`.
     ///
     /// # Safety
@@ -167,7 +189,22 @@ trait Tiles: Copy + Sync {
         nb: usize,
         acts: [*const Self::Act; C],
         out: &mut [[f32; C]; R],
-    );
+    ) {
+        match self.kernel() {
+            Kernel::Scalar => {
+                for (r, out) in out.iter_mut().enumerate() {
+                    let row = std::slice::from_raw_parts(w.add(r * row_bytes), nb * Self::BLOCK_BYTES);
+                    for (o, a) in out.iter_mut().zip(acts) {
+                        *o = Self::dot(row, std::slice::from_raw_parts(a, nb));
+                    }
+                }
+            }
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => Self::simd_tile::<R, C>(false, w, row_bytes, nb, acts, out),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512Vnni => Self::simd_tile::<R, C>(true, w, row_bytes, nb, acts, out),
+        }
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -177,64 +214,52 @@ struct Q8_0(Kernel);
 
 impl Tiles for Q4_1 {
     type Act = BlockQ8_1;
-    fn wide(self) -> bool {
-        is_wide(self.0)
+    const BLOCK_BYTES: usize = Q4_1_BYTES;
+    fn kernel(self) -> Kernel {
+        self.0
     }
-    unsafe fn tile<const R: usize, const C: usize>(
-        self,
+    fn dot(row: &[u8], acts: &[BlockQ8_1]) -> f32 {
+        dot_q4_1_q8_1(row, acts)
+    }
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn simd_tile<const R: usize, const C: usize>(
+        vnni: bool,
         w: *const u8,
         row_bytes: usize,
         nb: usize,
         acts: [*const BlockQ8_1; C],
         out: &mut [[f32; C]; R],
     ) {
-        match self.0 {
-            Kernel::Scalar => {
-                for (r, out) in out.iter_mut().enumerate() {
-                    let row = std::slice::from_raw_parts(w.add(r * row_bytes), nb * Q4_1_BYTES);
-                    for (o, a) in out.iter_mut().zip(acts) {
-                        *o = dot_q4_1_q8_1(row, std::slice::from_raw_parts(a, nb));
-                    }
-                }
-            }
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2 => super::avx2::avx2::tile_q4_1::<R, C>(w, row_bytes, nb, acts, out),
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Avx512Vnni => {
-                super::avx2::vnni::tile_q4_1::<R, C>(w, row_bytes, nb, acts, out)
-            }
+        if vnni {
+            super::avx2::vnni::tile_q4_1::<R, C>(w, row_bytes, nb, acts, out)
+        } else {
+            super::avx2::avx2::tile_q4_1::<R, C>(w, row_bytes, nb, acts, out)
         }
     }
 }
 
 impl Tiles for Q8_0 {
     type Act = BlockQ8_0;
-    fn wide(self) -> bool {
-        is_wide(self.0)
+    const BLOCK_BYTES: usize = Q8_0_BYTES;
+    fn kernel(self) -> Kernel {
+        self.0
     }
-    unsafe fn tile<const R: usize, const C: usize>(
-        self,
+    fn dot(row: &[u8], acts: &[BlockQ8_0]) -> f32 {
+        dot_q8_0_q8_0(row, acts)
+    }
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn simd_tile<const R: usize, const C: usize>(
+        vnni: bool,
         w: *const u8,
         row_bytes: usize,
         nb: usize,
         acts: [*const BlockQ8_0; C],
         out: &mut [[f32; C]; R],
     ) {
-        match self.0 {
-            Kernel::Scalar => {
-                for (r, out) in out.iter_mut().enumerate() {
-                    let row = std::slice::from_raw_parts(w.add(r * row_bytes), nb * Q8_0_BYTES);
-                    for (o, a) in out.iter_mut().zip(acts) {
-                        *o = dot_q8_0_q8_0(row, std::slice::from_raw_parts(a, nb));
-                    }
-                }
-            }
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2 => super::avx2::avx2::tile_q8_0::<R, C>(w, row_bytes, nb, acts, out),
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Avx512Vnni => {
-                super::avx2::vnni::tile_q8_0::<R, C>(w, row_bytes, nb, acts, out)
-            }
+        if vnni {
+            super::avx2::vnni::tile_q8_0::<R, C>(w, row_bytes, nb, acts, out)
+        } else {
+            super::avx2::avx2::tile_q8_0::<R, C>(w, row_bytes, nb, acts, out)
         }
     }
 }
@@ -384,39 +409,33 @@ impl QuantMatrix {
         if n == 0 || self.rows == 0 {
             return y;
         }
-        let nb = self.cols / QK;
-        let row_bytes = nb * self.ty.block_bytes();
         match self.ty {
             QuantType::Q4_1 => with_buffer(&ACT_Q8_1, |acts| {
                 quantize_q8_1(x, acts);
-                let job = Job {
-                    tiles: Q4_1(self.kernel),
-                    weights: &self.bytes,
-                    row_bytes,
-                    nb,
-                    rows: self.rows,
-                    acts,
-                    n,
-                    y: DisjointOut::new(&mut y),
-                };
-                job.run_all(self.cols, tasks);
+                self.run_job(Q4_1(self.kernel), acts, n, &mut y, tasks);
             }),
             QuantType::Q8_0 => with_buffer(&ACT_Q8_0, |acts| {
                 quantize_q8_0(x, acts);
-                let job = Job {
-                    tiles: Q8_0(self.kernel),
-                    weights: &self.bytes,
-                    row_bytes,
-                    nb,
-                    rows: self.rows,
-                    acts,
-                    n,
-                    y: DisjointOut::new(&mut y),
-                };
-                job.run_all(self.cols, tasks);
+                self.run_job(Q8_0(self.kernel), acts, n, &mut y, tasks);
             }),
         }
         y
+    }
+
+    /// `y = W · acts` for `n` quantised activation rows.
+    fn run_job<T: Tiles>(&self, tiles: T, acts: &[T::Act], n: usize, y: &mut [f32], tasks: Option<usize>) {
+        let nb = self.cols / QK;
+        let job = Job {
+            tiles,
+            weights: &self.bytes,
+            row_bytes: nb * T::BLOCK_BYTES,
+            nb,
+            rows: self.rows,
+            acts,
+            n,
+            y: DisjointOut::new(y),
+        };
+        job.run_all(self.cols, tasks);
     }
 }
 
