@@ -31,24 +31,33 @@ impl Rope {
         }
     }
 
-    /// Rotates the consecutive pairs `(x[2i], x[2i+1])` of every head of one row at `pos`.
-    /// GGUF llama weights are permuted at conversion so that this interleaved form is exact.
-    /// The angle is built by repeated multiplication, `θ_{i+1} = θ_i · scale`, and the rotation
-    /// uses one fused multiply-add per output, as ggml's compiled code does, so the rounding
-    /// matches the peer engine.
-    pub fn apply(&self, row: &mut [f32], head_dim: usize, pos: usize) {
-        let mut sin_cos = Vec::with_capacity(self.half);
-        let mut theta = pos as f32;
-        for i in 0..self.half {
-            let ff = self.freq_factors.as_ref().map_or(1.0, |f| f[i]);
-            sin_cos.push((theta / ff).sin_cos());
-            theta *= self.theta_scale;
+    /// The `(sin, cos)` of every pair's angle at positions `pos0..pos0 + rows`, row after row:
+    /// computed once per step and shared by every layer's Q and K.
+    pub fn angles(&self, pos0: usize, rows: usize, out: &mut Vec<(f32, f32)>) {
+        out.clear();
+        for pos in pos0..pos0 + rows {
+            let mut theta = pos as f32;
+            for i in 0..self.half {
+                let ff = self.freq_factors.as_ref().map_or(1.0, |f| f[i]);
+                out.push((theta / ff).sin_cos());
+                theta *= self.theta_scale;
+            }
         }
-        for head in row.chunks_exact_mut(head_dim) {
-            for (i, (sin, cos)) in sin_cos.iter().enumerate() {
-                let (a, b) = (head[2 * i], head[2 * i + 1]);
-                head[2 * i] = a.mul_add(*cos, -(b * sin));
-                head[2 * i + 1] = a.mul_add(*sin, b * cos);
+    }
+
+    /// Rotates the consecutive pairs `(x[2i], x[2i+1])` of every head of each row of `x` by
+    /// the row's `angles` (from [`Rope::angles`]). GGUF llama weights are permuted at
+    /// conversion so that this interleaved form is exact. The angle is built by repeated
+    /// multiplication, `θ_{i+1} = θ_i · scale`, and the rotation uses one fused multiply-add
+    /// per output, as ggml's compiled code does, so the rounding matches the peer engine.
+    pub fn apply(&self, x: &mut [f32], row_len: usize, head_dim: usize, angles: &[(f32, f32)]) {
+        for (row, sin_cos) in x.chunks_exact_mut(row_len).zip(angles.chunks_exact(self.half)) {
+            for head in row.chunks_exact_mut(head_dim) {
+                for (i, (sin, cos)) in sin_cos.iter().enumerate() {
+                    let (a, b) = (head[2 * i], head[2 * i + 1]);
+                    head[2 * i] = a.mul_add(*cos, -(b * sin));
+                    head[2 * i + 1] = a.mul_add(*sin, b * cos);
+                }
             }
         }
     }
@@ -62,7 +71,14 @@ impl Rope {
 /// Rounded as llama.cpp's CPU path rounds it: the query and the attention weights are rounded
 /// to the cache's precision before they meet it, and the dot products sum in the order of
 /// ggml's vector dot product for one row, or of its matrix kernel (tinyBLAS) for a batch.
-pub fn attend<T: KvElement>(cfg: &Config, q: &[f32], keys: &[T], values: &[T], pos0: usize) -> Vec<f32> {
+pub fn attend<T: KvElement>(
+    cfg: &Config,
+    q: &[f32],
+    keys: &[T],
+    values: &[T],
+    pos0: usize,
+    out: &mut [f32],
+) {
     let (hd, q_dim) = (cfg.head_dim, cfg.q_dim());
     let rows = q.len() / q_dim;
     KV_F32.with(|kv| {
@@ -81,8 +97,7 @@ pub fn attend<T: KvElement>(cfg: &Config, q: &[f32], keys: &[T], values: &[T], p
             values: values_f32,
             pos0,
         };
-        let mut out = vec![0f32; q.len()];
-        let heads = DisjointOut::new(&mut out);
+        let heads = DisjointOut::new(out);
         // One task per (query row, head): each reads the whole cache of its KV head.
         pool::parallel_for(rows * cfg.n_heads, &|task| {
             let (s, h) = (task / cfg.n_heads, task % cfg.n_heads);
@@ -91,7 +106,6 @@ pub fn attend<T: KvElement>(cfg: &Config, q: &[f32], keys: &[T], values: &[T], p
             let out_head = unsafe { heads.part(s * q_dim + h * hd, hd) };
             SCRATCH.with(|scratch| shape.head::<T>(s, h, q_head, out_head, &mut scratch.borrow_mut()));
         });
-        out
     })
 }
 

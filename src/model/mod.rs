@@ -2,6 +2,7 @@
 
 mod attention;
 pub mod config;
+mod embedding;
 pub mod gguf;
 mod kv_cache;
 pub mod linear;
@@ -9,6 +10,7 @@ mod llama;
 mod numerics;
 pub mod ops;
 mod weights;
+mod workspace;
 
 pub use config::Config;
 pub use gguf::GgufFile;

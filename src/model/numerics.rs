@@ -50,15 +50,9 @@ pub fn silu(x: f32) -> f32 {
 
 /// The horizontal sum of one register, halving it each step (`_mm512_reduce_add_ps`).
 fn reduce16(v: [f32; LANES]) -> f32 {
-    let mut v = v;
-    let mut width = LANES / 2;
-    while width > 0 {
-        for i in 0..width {
-            v[i] += v[i + width];
-        }
-        width /= 2;
-    }
-    v[0]
+    let v: [f32; 8] = std::array::from_fn(|i| v[i] + v[i + 8]);
+    let v: [f32; 4] = std::array::from_fn(|i| v[i] + v[i + 4]);
+    (v[0] + v[2]) + (v[1] + v[3])
 }
 
 /// `Σ x[i]·y[i]` in the order of ggml's `ggml_vec_dot_f16` (used for one query row): steps of
@@ -105,10 +99,15 @@ pub fn dot_f16_gemm(x: &[f32], y: &[f32]) -> f32 {
 /// [`dot_f16_gemm`] (`gemm: true`), as ggml's product with the transposed value cache does.
 /// Weights past `w.len()` are zero; `n_kv` only decides where the f64 tail of the `vec` order
 /// begins. Row `t` of `v` is `v[t * stride + offset..][..out.len()]` (f16 values).
+///
+/// The lanes of the emulated registers are rows of `acc`, so every step, the reductions
+/// included, is an element-wise operation on whole rows of columns.
 #[derive(Default)]
 pub struct WeightedSum {
-    /// `acc[(t % period) * cols + d]`: one FMA accumulator per (lane, column).
+    /// `acc[lane * cols + d]`: one FMA accumulator per (lane, column).
     acc: Vec<f32>,
+    /// The f64 tail sums, one per column.
+    tail: Vec<f64>,
 }
 
 impl WeightedSum {
@@ -130,38 +129,54 @@ impl WeightedSum {
         if self.acc.len() < period * cols {
             self.acc.resize(period * cols, 0.0);
         }
+        let acc = &mut self.acc[..period * cols];
         let vector_end = w.len().min(full);
-        // Lanes are started by their first position (an FMA onto 0) rather than zeroed, and
-        // lanes no position reached count as 0 below: no memset per call.
+        // A lane starts with its first position's product (an FMA onto 0); lanes no position
+        // reaches hold 0.
         let started = vector_end.min(period);
-        for (t, &wt) in w[..vector_end].iter().enumerate() {
-            let acc = &mut self.acc[(t % period) * cols..][..cols];
-            let first = t < started;
-            for (a, x) in acc.iter_mut().zip(row(t)) {
-                *a = wt.mul_add(*x, if first { 0.0 } else { *a });
+        for (t, &wt) in w[..started].iter().enumerate() {
+            for (a, x) in acc[t * cols..][..cols].iter_mut().zip(row(t)) {
+                *a = wt.mul_add(*x, 0.0);
             }
         }
-        let acc = |l: usize, d: usize| if l < started { self.acc[l * cols + d] } else { 0.0 };
-        for (d, o) in out.iter_mut().enumerate() {
-            let lanes: [f32; LANES] = if gemm {
-                std::array::from_fn(|l| acc(l, d))
-            } else {
-                std::array::from_fn(|l| {
-                    (acc(l, d) + acc(2 * LANES + l, d)) + (acc(LANES + l, d) + acc(3 * LANES + l, d))
-                })
-            };
-            *o = if full > 0 { reduce16(lanes) } else { 0.0 };
+        acc[started * cols..].fill(0.0);
+        for (t, &wt) in w.iter().enumerate().take(vector_end).skip(started) {
+            for (a, x) in acc[(t % period) * cols..][..cols].iter_mut().zip(row(t)) {
+                *a = wt.mul_add(*x, *a);
+            }
+        }
+        if full == 0 {
+            out.fill(0.0);
+        } else {
+            if !gemm {
+                // Four registers into one: lane l = (r0 + r2) + (r1 + r3).
+                let (r0, rest) = acc.split_at_mut(LANES * cols);
+                let (r1, rest) = rest.split_at_mut(LANES * cols);
+                let (r2, r3) = rest.split_at_mut(LANES * cols);
+                for (((a0, a1), a2), a3) in r0.iter_mut().zip(&*r1).zip(&*r2).zip(&*r3) {
+                    *a0 = (*a0 + *a2) + (*a1 + *a3);
+                }
+            }
+            // `reduce16`, column by column: lanes i += lanes i + width.
+            for width in [8, 4, 2, 1] {
+                let (low, high) = acc.split_at_mut(width * cols);
+                for (a, b) in low.iter_mut().zip(&high[..width * cols]) {
+                    *a += *b;
+                }
+            }
+            out.copy_from_slice(&acc[..cols]);
         }
         if vector_end < w.len() {
             // The f64 tail of `ggml_vec_dot_f16`, position by position.
-            let mut sum: Vec<f64> = out.iter().map(|&o| f64::from(o)).collect();
+            self.tail.clear();
+            self.tail.extend(out.iter().map(|&o| f64::from(o)));
             for (t, &wt) in w.iter().enumerate().skip(vector_end) {
-                for (s, x) in sum.iter_mut().zip(row(t)) {
+                for (s, x) in self.tail.iter_mut().zip(row(t)) {
                     *s += f64::from(wt * x);
                 }
             }
-            for (o, s) in out.iter_mut().zip(sum) {
-                *o = s as f32;
+            for (o, s) in out.iter_mut().zip(&self.tail) {
+                *o = *s as f32;
             }
         }
     }
@@ -229,13 +244,16 @@ mod tests {
         let cols = 8;
         let n = 150;
         let v: Vec<f32> = (0..n * cols).map(|i| ((i * 37 % 101) as f32 - 50.0) / 64.0).collect();
-        let w: Vec<f32> = (0..n).map(|i| ((i * 13 % 17) as f32) / 128.0).collect();
-        for (gemm, n_kv) in [(false, 192), (false, 160), (true, 160)] {
-            let mut ws = WeightedSum::default();
+        let mut ws = WeightedSum::default();
+        // Long and short weight vectors (lanes no position reaches), reusing one accumulator.
+        for (len, gemm, n_kv) in
+            [(150, false, 192), (150, false, 160), (150, true, 160), (20, false, 64), (20, false, 32), (20, true, 32)]
+        {
+            let w: Vec<f32> = (0..len).map(|i| ((i * 13 % 17) as f32) / 128.0).collect();
             let mut out = vec![0f32; cols - 2];
             ws.run(&w, n_kv, gemm, &v, cols, 2, &mut out);
             for d in 0..cols - 2 {
-                let mut col: Vec<f32> = (0..n).map(|t| v[t * cols + 2 + d]).collect();
+                let mut col: Vec<f32> = (0..len).map(|t| v[t * cols + 2 + d]).collect();
                 let mut wp = w.clone();
                 col.resize(n_kv, 0.0);
                 wp.resize(n_kv, 0.0);
