@@ -35,7 +35,8 @@ pub enum Kernel {
     /// AVX2 + FMA + F16C (`avx2.rs`).
     #[cfg(target_arch = "x86_64")]
     Avx2,
-    /// The same tiles with AVX-512 VNNI's `vpdpbusd` (256-bit) for the integer dots.
+    /// AVX-512 (F, BW, VL, VNNI): two weight rows per 512-bit register (`avx512.rs`), and the
+    /// 256-bit tiles with `vpdpbusd` for odd remainders.
     #[cfg(target_arch = "x86_64")]
     Avx512Vnni,
 }
@@ -78,6 +79,7 @@ impl Kernel {
             }
             if avx2
                 && is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512bw")
                 && is_x86_feature_detected!("avx512vl")
                 && is_x86_feature_detected!("avx512vnni")
             {
@@ -224,7 +226,9 @@ impl Tiles for Q4_1 {
         acts: [*const BlockQ8_1; C],
         out: &mut [[f32; C]; R],
     ) {
-        if vnni {
+        if vnni && R % 2 == 0 {
+            super::avx512::tile_q4_1::<R, C>(w, row_bytes, nb, acts, out)
+        } else if vnni {
             super::avx2::vnni::tile_q4_1::<R, C>(w, row_bytes, nb, acts, out)
         } else {
             super::avx2::avx2::tile_q4_1::<R, C>(w, row_bytes, nb, acts, out)
@@ -257,7 +261,9 @@ impl Tiles for Q8_0 {
         acts: [*const BlockQ8_0; C],
         out: &mut [[f32; C]; R],
     ) {
-        if vnni {
+        if vnni && R % 2 == 0 {
+            super::avx512::tile_q8_0::<R, C>(w, row_bytes, nb, acts, out)
+        } else if vnni {
             super::avx2::vnni::tile_q8_0::<R, C>(w, row_bytes, nb, acts, out)
         } else {
             super::avx2::avx2::tile_q8_0::<R, C>(w, row_bytes, nb, acts, out)
