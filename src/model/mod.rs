@@ -8,6 +8,8 @@ mod kv_cache;
 pub mod linear;
 mod llama;
 mod numerics;
+#[cfg(target_arch = "x86_64")]
+mod numerics_avx512;
 pub mod ops;
 mod weights;
 mod workspace;

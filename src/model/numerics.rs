@@ -8,7 +8,7 @@
 //! `tests/it/reference.rs` check the result against llama.cpp's recorded completions.
 
 /// Lanes of one AVX-512 f32 register.
-const LANES: usize = 16;
+pub const LANES: usize = 16;
 
 /// `e^x` by the vectorised algorithm ggml uses for softmax and SiLU (from Arm's
 /// optimized-routines): `x = n·ln2 + b` with `n` rounded to an integer, a degree-5 polynomial
@@ -58,14 +58,14 @@ fn reduce16(v: [f32; LANES]) -> f32 {
 /// `Σ x[i]·y[i]` in the order of ggml's `ggml_vec_dot_f16` (used for one query row): steps of
 /// 64 elements into four 16-lane FMA accumulators, which are added pairwise and reduced; the
 /// elements after the last full step are added one by one in f64. Inputs are f16 values.
-pub fn dot_f16_vec(x: &[f32], y: &[f32]) -> f32 {
+pub fn dot_f16_vec<Y: Copy + Into<f32>>(x: &[f32], y: &[Y]) -> f32 {
     const STEP: usize = 4 * LANES;
     let full = x.len() / STEP * STEP;
     let mut acc = [[0f32; LANES]; 4];
     for (xs, ys) in x[..full].chunks_exact(STEP).zip(y[..full].chunks_exact(STEP)) {
         for (j, acc) in acc.iter_mut().enumerate() {
             for (l, a) in acc.iter_mut().enumerate() {
-                *a = xs[j * LANES + l].mul_add(ys[j * LANES + l], *a);
+                *a = xs[j * LANES + l].mul_add(ys[j * LANES + l].into(), *a);
             }
         }
     }
@@ -74,8 +74,8 @@ pub fn dot_f16_vec(x: &[f32], y: &[f32]) -> f32 {
         let lanes = std::array::from_fn(|l| (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]));
         sum = f64::from(reduce16(lanes));
     }
-    for (a, b) in x[full..].iter().zip(&y[full..]) {
-        sum += f64::from(a * b);
+    for (&a, &b) in x[full..].iter().zip(&y[full..]) {
+        sum += f64::from(a * b.into());
     }
     sum as f32
 }
@@ -83,15 +83,67 @@ pub fn dot_f16_vec(x: &[f32], y: &[f32]) -> f32 {
 /// `Σ x[i]·y[i]` in the order of llamafile's tinyBLAS (ggml's matrix product for several
 /// query rows): one 16-lane FMA accumulator over the whole length, then reduced. The length
 /// is a multiple of 16 (tinyBLAS is only used then).
-pub fn dot_f16_gemm(x: &[f32], y: &[f32]) -> f32 {
+pub fn dot_f16_gemm<Y: Copy + Into<f32>>(x: &[f32], y: &[Y]) -> f32 {
     debug_assert_eq!(x.len() % LANES, 0);
     let mut acc = [0f32; LANES];
     for (xs, ys) in x.chunks_exact(LANES).zip(y.chunks_exact(LANES)) {
         for (l, a) in acc.iter_mut().enumerate() {
-            *a = xs[l].mul_add(ys[l], *a);
+            *a = xs[l].mul_add(ys[l].into(), *a);
         }
     }
     reduce16(acc)
+}
+
+/// What the attention sums read values from: f32 rows, or the f16 KV cache itself (with
+/// AVX-512, `numerics_avx512.rs`; otherwise one conversion per element).
+pub trait CacheValues: Copy + Sync + Into<f32> {
+    fn dot_vec(x: &[f32], y: &[Self]) -> f32 {
+        dot_f16_vec(x, y)
+    }
+    fn dot_gemm(x: &[f32], y: &[Self]) -> f32 {
+        dot_f16_gemm(x, y)
+    }
+    /// `acc[d] = w · v[d] + (first ? 0 : acc[d])`, one FMA per element.
+    fn accumulate(acc: &mut [f32], w: f32, v: &[Self], first: bool) {
+        for (a, &x) in acc.iter_mut().zip(v) {
+            *a = w.mul_add(x.into(), if first { 0.0 } else { *a });
+        }
+    }
+}
+
+impl CacheValues for f32 {}
+
+#[cfg(not(target_arch = "x86_64"))]
+impl CacheValues for half::f16 {}
+
+#[cfg(target_arch = "x86_64")]
+impl CacheValues for half::f16 {
+    fn dot_vec(x: &[f32], y: &[Self]) -> f32 {
+        if super::numerics_avx512::available() {
+            // SAFETY: the CPU has the features.
+            unsafe { super::numerics_avx512::dot_f16_vec(x, y) }
+        } else {
+            dot_f16_vec(x, y)
+        }
+    }
+    fn dot_gemm(x: &[f32], y: &[Self]) -> f32 {
+        if super::numerics_avx512::available() && x.len() % LANES == 0 {
+            // SAFETY: the CPU has the features.
+            unsafe { super::numerics_avx512::dot_f16_gemm(x, y) }
+        } else {
+            dot_f16_gemm(x, y)
+        }
+    }
+    fn accumulate(acc: &mut [f32], w: f32, v: &[Self], first: bool) {
+        if super::numerics_avx512::available() && acc.len() % LANES == 0 {
+            // SAFETY: the CPU has the features.
+            unsafe { super::numerics_avx512::accumulate(acc, w, v, first) }
+        } else {
+            for (a, &x) in acc.iter_mut().zip(v) {
+                *a = w.mul_add(x.to_f32(), if first { 0.0 } else { *a });
+            }
+        }
+    }
 }
 
 /// `out[d] = Σ_t w[t]·v[t][d]`, the attention-weighted sum of value rows, each column summed
@@ -112,12 +164,12 @@ pub struct WeightedSum {
 
 impl WeightedSum {
     #[allow(clippy::too_many_arguments)]
-    pub fn run(
+    pub fn run<V: CacheValues>(
         &mut self,
         w: &[f32],
         n_kv: usize,
         gemm: bool,
-        v: &[f32],
+        v: &[V],
         stride: usize,
         offset: usize,
         out: &mut [f32],
@@ -135,15 +187,11 @@ impl WeightedSum {
         // reaches hold 0.
         let started = vector_end.min(period);
         for (t, &wt) in w[..started].iter().enumerate() {
-            for (a, x) in acc[t * cols..][..cols].iter_mut().zip(row(t)) {
-                *a = wt.mul_add(*x, 0.0);
-            }
+            V::accumulate(&mut acc[t * cols..][..cols], wt, row(t), true);
         }
         acc[started * cols..].fill(0.0);
         for (t, &wt) in w.iter().enumerate().take(vector_end).skip(started) {
-            for (a, x) in acc[(t % period) * cols..][..cols].iter_mut().zip(row(t)) {
-                *a = wt.mul_add(*x, *a);
-            }
+            V::accumulate(&mut acc[(t % period) * cols..][..cols], wt, row(t), false);
         }
         if full == 0 {
             out.fill(0.0);
@@ -171,8 +219,8 @@ impl WeightedSum {
             self.tail.clear();
             self.tail.extend(out.iter().map(|&o| f64::from(o)));
             for (t, &wt) in w.iter().enumerate().skip(vector_end) {
-                for (s, x) in self.tail.iter_mut().zip(row(t)) {
-                    *s += f64::from(wt * x);
+                for (s, &x) in self.tail.iter_mut().zip(row(t)) {
+                    *s += f64::from(wt * x.into());
                 }
             }
             for (o, s) in out.iter_mut().zip(&self.tail) {
