@@ -64,7 +64,8 @@ impl Rope {
 }
 
 /// Causal attention of `rows` query rows at positions `pos0..pos0+rows` over the cached keys and
-/// values of positions `0..pos0+rows`. Query head `h` reads KV head `h / group_size`.
+/// values of positions `0..pos0+rows`, in a cache of `context` positions. Query head `h` reads
+/// KV head `h / group_size`.
 ///
 /// `out[s, h] = Σ_t softmax_t(q[s,h]·k[t] / √d) · v[t]`, for `t ≤ pos0 + s`.
 ///
@@ -77,10 +78,11 @@ pub fn attend<T: KvElement + CacheValues>(
     keys: &[T],
     values: &[T],
     pos0: usize,
+    context: usize,
     out: &mut [f32],
 ) {
     if T::direct() {
-        return Shape { cfg, keys, values, pos0 }.run::<T>(q, out);
+        return Shape { cfg, context, keys, values, pos0 }.run::<T>(q, out);
     }
     KV_F32.with(|kv| {
         let (keys_f32, values_f32) = &mut *kv.borrow_mut();
@@ -90,13 +92,15 @@ pub fn attend<T: KvElement + CacheValues>(
         values_f32.resize(values.len(), 0.0);
         T::load_slice(keys, keys_f32);
         T::load_slice(values, values_f32);
-        Shape { cfg, keys: &keys_f32[..], values: &values_f32[..], pos0 }.run::<T>(q, out);
+        Shape { cfg, context, keys: &keys_f32[..], values: &values_f32[..], pos0 }.run::<T>(q, out);
     })
 }
 
 /// The cache one attention call reads, as `E` values.
 struct Shape<'a, E> {
     cfg: &'a Config,
+    /// Positions the cache can hold.
+    context: usize,
     keys: &'a [E],
     values: &'a [E],
     pos0: usize,
@@ -132,6 +136,8 @@ impl<E: CacheValues> Shape<'_, E> {
         scratch.q.extend(q.iter().map(|&x| T::round(x)));
         let n_ctx = self.pos0 + s + 1;
         scratch.scores.clear();
+        // Room for the whole context at once: no reallocation as the sequence grows.
+        scratch.scores.reserve(self.context);
         scratch.scores.extend((0..n_ctx).map(|t| dot(&scratch.q, &self.keys[t * kv_dim + kv_off..][..hd]) * scale));
         softmax(&mut scratch.scores);
         for w in scratch.scores.iter_mut() {

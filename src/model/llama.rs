@@ -209,11 +209,11 @@ impl Llama {
         match cache.store() {
             KvStore::F16(b) => {
                 let (keys, values) = b.get(l, end);
-                attend(cfg, &ws.q, keys, values, pos, &mut ws.heads);
+                attend(cfg, &ws.q, keys, values, pos, cache.capacity(), &mut ws.heads);
             }
             KvStore::F32(b) => {
                 let (keys, values) = b.get(l, end);
-                attend(cfg, &ws.q, keys, values, pos, &mut ws.heads);
+                attend(cfg, &ws.q, keys, values, pos, cache.capacity(), &mut ws.heads);
             }
         }
         w.attn_output.forward_into(&ws.heads, rows, &mut ws.delta)
