@@ -9,6 +9,7 @@ mod avx2;
 pub mod blocks;
 pub mod matvec;
 pub mod pool;
+mod tiles;
 
 pub use blocks::{quantize_q8_0, quantize_q8_1, BlockQ8_0, BlockQ8_1};
 pub use matvec::{Kernel, QuantMatrix, QuantType, WeightBytes};

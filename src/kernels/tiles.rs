@@ -1,0 +1,106 @@
+//! Per weight type: its activation format, block size, scalar dot product and SIMD tiles, behind
+//! one trait so the product job (`matvec.rs`) is written once for every type.
+
+use super::blocks::{dot_q4_1_q8_1, dot_q8_0_q8_0, BlockQ8_0, BlockQ8_1, Q4_1_BYTES, Q8_0_BYTES, QK};
+use super::matvec::Kernel;
+
+/// One weight type's tile function, for every kernel.
+pub(super) trait Tiles: Copy + Sync {
+    type Act: Sync;
+    /// Bytes of one weight block.
+    const BLOCK_BYTES: usize;
+    fn kernel(self) -> Kernel;
+    /// The scalar product of one weight row with one activation row: the oracle of the tiles.
+    fn dot(row: &[u8], acts: &[Self::Act]) -> f32;
+    /// The SIMD tile of this type (`vnni`: the AVX-512 VNNI variant, else AVX2).
+    ///
+    /// # Safety
+    /// As [`Tiles::tile`], and the CPU supports the chosen variant.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn simd_tile<const R: usize, const C: usize>(
+        vnni: bool,
+        w: *const u8,
+        row_bytes: usize,
+        nb: usize,
+        acts: [*const Self::Act; C],
+        out: &mut [[f32; C]; R],
+    );
+
+    /// Whether 4 × 4 tiles fit the registers (32 vector registers with AVX-512).
+    fn wide(self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        if self.kernel() == Kernel::Avx512Vnni {
+            return true;
+        }
+        false
+    }
+
+    /// `out[r][c] = dot(row r at w, acts[c])`.
+    ///
+    /// # Safety
+    /// `w` holds `R` rows of `row_bytes` (≥ `nb` blocks); each `acts[c]` holds `nb` blocks.
+    unsafe fn tile<const R: usize, const C: usize>(
+        self,
+        w: *const u8,
+        row_bytes: usize,
+        nb: usize,
+        acts: [*const Self::Act; C],
+        out: &mut [[f32; C]; R],
+    ) {
+        match self.kernel() {
+            Kernel::Scalar => {
+                for (r, out) in out.iter_mut().enumerate() {
+                    let row = std::slice::from_raw_parts(w.add(r * row_bytes), nb * Self::BLOCK_BYTES);
+                    for (o, a) in out.iter_mut().zip(acts) {
+                        *o = Self::dot(row, std::slice::from_raw_parts(a, nb));
+                    }
+                }
+            }
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => Self::simd_tile::<R, C>(false, w, row_bytes, nb, acts, out),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512Vnni => Self::simd_tile::<R, C>(true, w, row_bytes, nb, acts, out),
+        }
+    }
+}
+
+/// Defines the marker type `$name` (holding the kernel) and its `Tiles` impl from the type's
+/// constants, scalar dot and the AVX2 / VNNI tile functions.
+macro_rules! weight_type {
+    ($name:ident, $act:ty, $values:expr, $bytes:expr, $dot:path, $avx2:path, $vnni:path) => {
+        #[derive(Clone, Copy)]
+        pub(super) struct $name(pub(super) Kernel);
+
+        impl Tiles for $name {
+            type Act = $act;
+            const BLOCK_BYTES: usize = $bytes;
+            fn kernel(self) -> Kernel {
+                self.0
+            }
+            fn dot(row: &[u8], acts: &[$act]) -> f32 {
+                $dot(row, acts)
+            }
+            #[cfg(target_arch = "x86_64")]
+            unsafe fn simd_tile<const R: usize, const C: usize>(
+                vnni: bool,
+                w: *const u8,
+                row_bytes: usize,
+                nb: usize,
+                acts: [*const $act; C],
+                out: &mut [[f32; C]; R],
+            ) {
+                if vnni {
+                    $vnni(w, row_bytes, nb, acts, out)
+                } else {
+                    $avx2(w, row_bytes, nb, acts, out)
+                }
+            }
+        }
+    };
+}
+
+#[cfg(target_arch = "x86_64")]
+use super::avx2::{avx2, vnni};
+
+weight_type!(Q4_1, BlockQ8_1, QK, Q4_1_BYTES, dot_q4_1_q8_1, avx2::tile_q4_1, vnni::tile_q4_1);
+weight_type!(Q8_0, BlockQ8_0, QK, Q8_0_BYTES, dot_q8_0_q8_0, avx2::tile_q8_0, vnni::tile_q8_0);
