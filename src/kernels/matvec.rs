@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use memmap2::Mmap;
 
-use super::blocks::{quantize_q8_0, quantize_q8_1, BlockQ8_0, BlockQ8_1, Q4_1_BYTES, Q8_0_BYTES, QK};
+use super::blocks::{quantize_q8_0, quantize_q8_1, BlockQ8_0, BlockQ8_1};
 use super::pool::{self, DisjointOut};
 use super::tiles::{Tiles, Q4_1, Q8_0};
 
@@ -24,10 +24,18 @@ pub enum QuantType {
 }
 
 impl QuantType {
-    fn block_bytes(self) -> usize {
+    /// Weights per block: a row's length must be a multiple of it.
+    pub(super) fn block_values(self) -> usize {
         match self {
-            QuantType::Q4_1 => Q4_1_BYTES,
-            QuantType::Q8_0 => Q8_0_BYTES,
+            QuantType::Q4_1 => Q4_1::BLOCK_VALUES,
+            QuantType::Q8_0 => Q8_0::BLOCK_VALUES,
+        }
+    }
+
+    pub(super) fn block_bytes(self) -> usize {
+        match self {
+            QuantType::Q4_1 => Q4_1::BLOCK_BYTES,
+            QuantType::Q8_0 => Q8_0::BLOCK_BYTES,
         }
     }
 }
@@ -239,7 +247,8 @@ impl<T: Tiles> Job<'_, T> {
 }
 
 impl QuantMatrix {
-    /// `bytes` holds `rows` rows of `cols / 32` blocks each; `cols` must be a multiple of 32.
+    /// `bytes` holds `rows` rows of `cols / ty.block_values()` blocks each; `cols` must be a
+    /// multiple of the block (32 values, 256 for k-quants).
     pub fn new(ty: QuantType, bytes: impl Into<WeightBytes>, rows: usize, cols: usize) -> Option<Self> {
         Self::with_kernel(ty, bytes, rows, cols, Kernel::detect())
     }
@@ -253,8 +262,9 @@ impl QuantMatrix {
         kernel: Kernel,
     ) -> Option<Self> {
         let bytes = bytes.into();
-        let ok = cols % QK == 0
-            && bytes.len() == rows * cols / QK * ty.block_bytes()
+        let values = ty.block_values();
+        let ok = cols % values == 0
+            && bytes.len() == rows * (cols / values) * ty.block_bytes()
             && Kernel::available().contains(&kernel);
         ok.then_some(Self { ty, kernel, bytes, rows, cols })
     }
@@ -300,7 +310,7 @@ impl QuantMatrix {
 
     /// `y = W · acts` for `n` quantised activation rows.
     fn run_job<T: Tiles>(&self, tiles: T, acts: &[T::Act], n: usize, y: &mut [f32], tasks: Option<usize>) {
-        let nb = self.cols / QK;
+        let nb = self.cols / T::BLOCK_VALUES;
         let job = Job {
             tiles,
             weights: &self.bytes,

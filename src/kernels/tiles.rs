@@ -7,6 +7,8 @@ use super::matvec::Kernel;
 /// One weight type's tile function, for every kernel.
 pub(super) trait Tiles: Copy + Sync {
     type Act: Sync;
+    /// Weights per block.
+    const BLOCK_VALUES: usize;
     /// Bytes of one weight block.
     const BLOCK_BYTES: usize;
     fn kernel(self) -> Kernel;
@@ -73,6 +75,7 @@ macro_rules! weight_type {
 
         impl Tiles for $name {
             type Act = $act;
+            const BLOCK_VALUES: usize = $values;
             const BLOCK_BYTES: usize = $bytes;
             fn kernel(self) -> Kernel {
                 self.0

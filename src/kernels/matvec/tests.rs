@@ -1,7 +1,7 @@
 //! Bit-identity of every kernel to the scalar oracle, agreement with candle, parallel splits.
 
 use super::*;
-use crate::kernels::blocks::{dot_q4_1_q8_1, dot_q8_0_q8_0};
+use crate::kernels::blocks::{dot_q4_1_q8_1, dot_q8_0_q8_0, Q8_0_BYTES, QK};
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Module, Tensor};
 
