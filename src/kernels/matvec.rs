@@ -15,10 +15,11 @@ use memmap2::Mmap;
 
 use super::blocks::{quantize_q8_0, quantize_q8_1, BlockQ8_0, BlockQ8_1};
 use super::pool::{self, DisjointOut};
-use super::tiles::{Tiles, Q4_1, Q8_0};
+use super::tiles::{Tiles, Q4_0, Q4_1, Q8_0};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QuantType {
+    Q4_0,
     Q4_1,
     Q8_0,
 }
@@ -27,6 +28,7 @@ impl QuantType {
     /// Weights per block: a row's length must be a multiple of it.
     pub(super) fn block_values(self) -> usize {
         match self {
+            QuantType::Q4_0 => Q4_0::BLOCK_VALUES,
             QuantType::Q4_1 => Q4_1::BLOCK_VALUES,
             QuantType::Q8_0 => Q8_0::BLOCK_VALUES,
         }
@@ -34,6 +36,7 @@ impl QuantType {
 
     pub(super) fn block_bytes(self) -> usize {
         match self {
+            QuantType::Q4_0 => Q4_0::BLOCK_BYTES,
             QuantType::Q4_1 => Q4_1::BLOCK_BYTES,
             QuantType::Q8_0 => Q8_0::BLOCK_BYTES,
         }
@@ -296,6 +299,10 @@ impl QuantMatrix {
             return y;
         }
         match self.ty {
+            QuantType::Q4_0 => with_buffer(&ACT_Q8_0, |acts| {
+                quantize_q8_0(x, acts);
+                self.run_job(Q4_0(self.kernel), acts, n, &mut y, tasks);
+            }),
             QuantType::Q4_1 => with_buffer(&ACT_Q8_1, |acts| {
                 quantize_q8_1(x, acts);
                 self.run_job(Q4_1(self.kernel), acts, n, &mut y, tasks);

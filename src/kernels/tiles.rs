@@ -1,7 +1,10 @@
 //! Per weight type: its activation format, block size, scalar dot product and SIMD tiles, behind
 //! one trait so the product job (`matvec.rs`) is written once for every type.
 
-use super::blocks::{dot_q4_1_q8_1, dot_q8_0_q8_0, BlockQ8_0, BlockQ8_1, Q4_1_BYTES, Q8_0_BYTES, QK};
+use super::blocks::{
+    dot_q4_0_q8_0, dot_q4_1_q8_1, dot_q8_0_q8_0, BlockQ8_0, BlockQ8_1, Q4_0_BYTES, Q4_1_BYTES,
+    Q8_0_BYTES, QK,
+};
 use super::matvec::Kernel;
 
 /// One weight type's tile function, for every kernel.
@@ -105,5 +108,6 @@ macro_rules! weight_type {
 #[cfg(target_arch = "x86_64")]
 use super::avx2::{avx2, vnni};
 
+weight_type!(Q4_0, BlockQ8_0, QK, Q4_0_BYTES, dot_q4_0_q8_0, avx2::tile_q4_0, vnni::tile_q4_0);
 weight_type!(Q4_1, BlockQ8_1, QK, Q4_1_BYTES, dot_q4_1_q8_1, avx2::tile_q4_1, vnni::tile_q4_1);
 weight_type!(Q8_0, BlockQ8_0, QK, Q8_0_BYTES, dot_q8_0_q8_0, avx2::tile_q8_0, vnni::tile_q8_0);

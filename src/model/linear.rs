@@ -21,7 +21,7 @@ pub fn check_shape(name: &str, got: &[usize], want: &[usize]) -> Result<()> {
 }
 
 enum Weight {
-    /// Our own kernels (Q4_1, Q8_0).
+    /// Our own kernels (Q4_0, Q4_1, Q8_0).
     Own(QuantMatrix),
     /// Every other type, through candle.
     Candle(QMatMul),
@@ -42,6 +42,7 @@ impl Linear {
         check_shape(name, &dims, &[out_dim, in_dim])?;
         let len = bytes.len();
         let own = match dtype {
+            GgmlDType::Q4_0 => Some(QuantType::Q4_0),
             GgmlDType::Q4_1 => Some(QuantType::Q4_1),
             GgmlDType::Q8_0 => Some(QuantType::Q8_0),
             _ => None,

@@ -1,7 +1,7 @@
 //! Bit-identity of every kernel to the scalar oracle, agreement with candle, parallel splits.
 
 use super::*;
-use crate::kernels::blocks::{dot_q4_1_q8_1, dot_q8_0_q8_0, Q8_0_BYTES, QK};
+use crate::kernels::blocks::{dot_q4_0_q8_0, dot_q4_1_q8_1, dot_q8_0_q8_0, Q8_0_BYTES};
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Module, Tensor};
 
@@ -18,8 +18,14 @@ fn random(n: usize, seed: u64) -> Vec<f32> {
 /// Our kernels against candle's dequantise-and-matmul on random data, odd shapes included.
 #[test]
 fn matches_candle_dequantized_product() {
-    for (ty, dtype) in [(QuantType::Q4_1, GgmlDType::Q4_1), (QuantType::Q8_0, GgmlDType::Q8_0)] {
-        for (rows, cols, n) in [(1, 32, 1), (7, 64, 3), (65, 96, 2), (130, 576, 1)] {
+    for (ty, dtype) in [
+        (QuantType::Q4_0, GgmlDType::Q4_0),
+        (QuantType::Q4_1, GgmlDType::Q4_1),
+        (QuantType::Q8_0, GgmlDType::Q8_0),
+    ] {
+        let values = ty.block_values();
+        for (rows, blocks, n) in [(1, 1, 1), (7, 2, 3), (65, 3, 2), (130, 1536 / values, 1)] {
+            let cols = blocks * values;
             let w = Tensor::from_vec(random(rows * cols, 1), (rows, cols), &Device::Cpu).unwrap();
             let q = QTensor::quantize(&w, dtype).unwrap();
             let x = random(n * cols, 2);
@@ -53,47 +59,91 @@ fn f16_bytes(x: f32) -> [u8; 2] {
     half::f16::from_f32(x).to_le_bytes()
 }
 
-/// Valid weight bytes: finite f16 scales (of varied sign and size) and arbitrary quants.
-fn random_weights(ty: QuantType, rows: usize, cols: usize, seed: u64) -> Vec<u8> {
-    let vals = random(rows * cols / QK * 40, seed);
-    let mut it = vals.iter();
-    let mut next = || *it.next().unwrap();
-    let mut bytes = Vec::new();
-    for _ in 0..rows * cols / QK {
-        bytes.extend(f16_bytes(next() * 0.05));
-        if ty == QuantType::Q4_1 {
-            bytes.extend(f16_bytes(next() * 0.5));
-        }
-        let quants = if ty == QuantType::Q4_1 { 16 } else { 32 };
-        bytes.extend((0..quants).map(|_| (next() * 128.0 + 128.0) as u8));
-    }
-    assert_eq!(bytes.len(), rows * cols / QK * ty.block_bytes());
-    bytes
+/// Every weight type with our kernels.
+const TYPES: [QuantType; 3] = [QuantType::Q4_0, QuantType::Q4_1, QuantType::Q8_0];
+
+/// A finite f16 scale of either sign: mostly ordinary sizes, sometimes large, subnormal or zero.
+fn scale(v: f32, i: usize) -> [u8; 2] {
+    f16_bytes(match i % 23 {
+        3 => v.signum() * 2.0,
+        7 => v * 1e-6,
+        11 => 0.0,
+        _ => v * 0.05,
+    })
 }
 
-/// Activations with rows of very different magnitudes, some exact zeros and extremes.
-fn random_acts(n: usize, cols: usize, seed: u64) -> Vec<f32> {
+/// Quant bytes: random, except every seventh block at the extremes (all bits set or clear).
+fn quants(n: usize, i: usize, next: &mut impl FnMut() -> f32) -> Vec<u8> {
+    (0..n)
+        .map(|_| {
+            let v = next();
+            match i % 7 {
+                2 => 0x00,
+                5 => 0xFF,
+                _ => (v * 128.0 + 128.0) as u8,
+            }
+        })
+        .collect()
+}
+
+/// One valid weight block of type `ty` (the `i`-th of the matrix).
+fn random_block(ty: QuantType, i: usize, next: &mut impl FnMut() -> f32) -> Vec<u8> {
+    let mut block = Vec::new();
+    match ty {
+        QuantType::Q4_0 => {
+            block.extend(scale(next(), i));
+            block.extend(quants(16, i, next));
+        }
+        QuantType::Q4_1 => {
+            block.extend(scale(next(), i));
+            block.extend(f16_bytes(next() * 0.5));
+            block.extend(quants(16, i, next));
+        }
+        QuantType::Q8_0 => {
+            block.extend(scale(next(), i));
+            block.extend(quants(32, i, next));
+        }
+    }
+    assert_eq!(block.len(), ty.block_bytes());
+    block
+}
+
+/// Valid weight bytes: finite f16 scales (of varied sign and size) and arbitrary quants.
+fn random_weights(ty: QuantType, rows: usize, cols: usize, seed: u64) -> Vec<u8> {
+    let blocks = rows * cols / ty.block_values();
+    let vals = random(blocks * (ty.block_bytes() + 4), seed);
+    let mut it = vals.into_iter();
+    let mut next = || it.next().unwrap();
+    (0..blocks).flat_map(|i| random_block(ty, i, &mut next)).collect()
+}
+
+/// Activations with rows of very different magnitudes (one with all quants at ±127), some
+/// exact zeros, and an all-zero first block.
+fn random_acts(ty: QuantType, n: usize, cols: usize, seed: u64) -> Vec<f32> {
     let mut x = random(n * cols, seed);
     for (i, v) in x.iter_mut().enumerate() {
         let row = i / cols;
-        *v *= [1.0, 1e-3, 30.0, 0.7][row % 4];
+        *v = if row % 5 == 4 { v.signum() } else { *v * [1.0, 1e-3, 30.0, 0.7][row % 5] };
         if i % 37 == 5 {
             *v = 0.0;
         }
     }
-    if n * cols >= QK {
-        x[..QK].fill(0.0); // an all-zero block
-    }
+    x[..ty.block_values().min(n * cols)].fill(0.0);
     x
 }
 
 /// The oracle: one scalar dot per (activation row, weight row).
 fn oracle(ty: QuantType, w: &[u8], rows: usize, cols: usize, x: &[f32]) -> Vec<f32> {
-    let row_bytes = cols / QK * ty.block_bytes();
+    let row_bytes = cols / ty.block_values() * ty.block_bytes();
     let mut y = Vec::new();
     for xr in x.chunks_exact(cols) {
         for wr in w.chunks_exact(row_bytes).take(rows) {
             y.push(match ty {
+                QuantType::Q4_0 => {
+                    let mut a = Vec::new();
+                    quantize_q8_0(xr, &mut a);
+                    dot_q4_0_q8_0(wr, &a)
+                }
                 QuantType::Q4_1 => {
                     let mut a = Vec::new();
                     quantize_q8_1(xr, &mut a);
@@ -121,14 +171,16 @@ fn assert_same_bits(got: &[f32], want: &[f32], what: &str) {
 #[test]
 fn kernels_match_scalar_bit_for_bit() {
     let mut seed = 10;
-    for ty in [QuantType::Q4_1, QuantType::Q8_0] {
-        for nb in [1, 2, 3, 18, 48] {
-            let cols = nb * QK;
+    for ty in TYPES {
+        // Realistic rows: 576 and 1536 values (32-blocks), 1536 and 8960 (256-blocks).
+        let realistic = if ty.block_values() == 32 { [18, 48] } else { [6, 35] };
+        for nb in [1, 2, 3].into_iter().chain(realistic) {
+            let cols = nb * ty.block_values();
             for rows in [1, 3, 4, 5, 9, 64, 131] {
                 for n in [1, 2, 3, 5] {
                     seed += 1;
                     let w = random_weights(ty, rows, cols, seed);
-                    let x = random_acts(n, cols, seed + 1000);
+                    let x = random_acts(ty, n, cols, seed + 1000);
                     let want = oracle(ty, &w, rows, cols, &x);
                     for kernel in Kernel::available() {
                         let m = QuantMatrix::with_kernel(ty, w.clone(), rows, cols, kernel)
@@ -152,7 +204,7 @@ fn q8_0_extreme_weights_match_scalar() {
             *q = [0x80u8, 0x81, 0x7F, 0x00][(i + j) % 4];
         }
     }
-    let mut x = random_acts(2, cols, 4);
+    let mut x = random_acts(QuantType::Q8_0, 2, cols, 4);
     x[cols..].iter_mut().for_each(|v| *v = v.signum()); // quants at ±127
     let want = oracle(QuantType::Q8_0, &w, rows, cols, &x);
     for kernel in Kernel::available() {
@@ -164,10 +216,10 @@ fn q8_0_extreme_weights_match_scalar() {
 /// Products split into any number of chunks, over the pool: the same bits.
 #[test]
 fn parallel_split_is_bit_identical() {
-    for ty in [QuantType::Q4_1, QuantType::Q8_0] {
-        let (rows, cols, n) = (1003, 576, 3);
+    for ty in TYPES {
+        let (rows, cols, n) = (1003, 1536, 3);
         let w = random_weights(ty, rows, cols, 77);
-        let x = random_acts(n, cols, 78);
+        let x = random_acts(ty, n, cols, 78);
         let want = oracle(ty, &w, rows, cols, &x);
         let m = QuantMatrix::new(ty, w, rows, cols).unwrap();
         for tasks in [1, 2, 3, 8] {
@@ -177,8 +229,16 @@ fn parallel_split_is_bit_identical() {
     }
 }
 
+/// A row length that is not a whole number of blocks, or a byte count that does not match.
 #[test]
 fn rejects_inconsistent_sizes() {
-    assert!(QuantMatrix::new(QuantType::Q4_1, vec![0; 20], 1, 33).is_none());
-    assert!(QuantMatrix::new(QuantType::Q4_1, vec![0; 19], 1, 32).is_none());
+    for ty in TYPES {
+        let (values, bytes) = (ty.block_values(), ty.block_bytes());
+        assert!(QuantMatrix::new(ty, vec![0; 3 * bytes], 3, values).is_some(), "{ty:?}");
+        assert!(QuantMatrix::new(ty, vec![0; bytes], 1, values + 1).is_none(), "{ty:?}");
+        assert!(QuantMatrix::new(ty, vec![0; bytes], 1, values / 2).is_none(), "{ty:?}");
+        assert!(QuantMatrix::new(ty, vec![0; 3 * bytes - 1], 3, values).is_none(), "{ty:?}");
+        assert!(QuantMatrix::new(ty, vec![0; 3 * bytes + 1], 3, values).is_none(), "{ty:?}");
+        assert!(QuantMatrix::new(ty, vec![0; 2 * bytes], 1, values).is_none(), "{ty:?}");
+    }
 }
