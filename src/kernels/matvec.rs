@@ -14,14 +14,17 @@ use std::sync::Arc;
 use memmap2::Mmap;
 
 use super::blocks::{quantize_q8_0, quantize_q8_1, BlockQ8_0, BlockQ8_1};
+use super::blocks_k::{quantize_q8_k, BlockQ8K};
 use super::pool::{self, DisjointOut};
-use super::tiles::{Tiles, Q4_0, Q4_1, Q8_0};
+use super::tiles::{Tiles, Q4K, Q4_0, Q4_1, Q6K, Q8_0};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QuantType {
     Q4_0,
     Q4_1,
     Q8_0,
+    Q4K,
+    Q6K,
 }
 
 impl QuantType {
@@ -31,6 +34,8 @@ impl QuantType {
             QuantType::Q4_0 => Q4_0::BLOCK_VALUES,
             QuantType::Q4_1 => Q4_1::BLOCK_VALUES,
             QuantType::Q8_0 => Q8_0::BLOCK_VALUES,
+            QuantType::Q4K => Q4K::BLOCK_VALUES,
+            QuantType::Q6K => Q6K::BLOCK_VALUES,
         }
     }
 
@@ -39,6 +44,8 @@ impl QuantType {
             QuantType::Q4_0 => Q4_0::BLOCK_BYTES,
             QuantType::Q4_1 => Q4_1::BLOCK_BYTES,
             QuantType::Q8_0 => Q8_0::BLOCK_BYTES,
+            QuantType::Q4K => Q4K::BLOCK_BYTES,
+            QuantType::Q6K => Q6K::BLOCK_BYTES,
         }
     }
 }
@@ -147,6 +154,7 @@ const TILE_ROWS: usize = 4;
 thread_local! {
     static ACT_Q8_1: RefCell<Vec<BlockQ8_1>> = const { RefCell::new(Vec::new()) };
     static ACT_Q8_0: RefCell<Vec<BlockQ8_0>> = const { RefCell::new(Vec::new()) };
+    static ACT_Q8_K: RefCell<Vec<BlockQ8K>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Runs `f` with this thread's reusable buffer (a fresh one if it is already in use).
@@ -310,6 +318,14 @@ impl QuantMatrix {
             QuantType::Q8_0 => with_buffer(&ACT_Q8_0, |acts| {
                 quantize_q8_0(x, acts);
                 self.run_job(Q8_0(self.kernel), acts, n, &mut y, tasks);
+            }),
+            QuantType::Q4K => with_buffer(&ACT_Q8_K, |acts| {
+                quantize_q8_k(x, acts);
+                self.run_job(Q4K(self.kernel), acts, n, &mut y, tasks);
+            }),
+            QuantType::Q6K => with_buffer(&ACT_Q8_K, |acts| {
+                quantize_q8_k(x, acts);
+                self.run_job(Q6K(self.kernel), acts, n, &mut y, tasks);
             }),
         }
         y

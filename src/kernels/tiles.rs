@@ -5,6 +5,7 @@ use super::blocks::{
     dot_q4_0_q8_0, dot_q4_1_q8_1, dot_q8_0_q8_0, BlockQ8_0, BlockQ8_1, Q4_0_BYTES, Q4_1_BYTES,
     Q8_0_BYTES, QK,
 };
+use super::blocks_k::{dot_q4_k_q8_k, dot_q6_k_q8_k, BlockQ8K, Q4_K_BYTES, Q6_K_BYTES, QK_K};
 use super::matvec::Kernel;
 
 /// One weight type's tile function, for every kernel.
@@ -106,8 +107,10 @@ macro_rules! weight_type {
 }
 
 #[cfg(target_arch = "x86_64")]
-use super::avx2::{avx2, vnni};
+use super::{avx2::avx2, avx2::vnni, avx2_k::avx2 as avx2_k, avx2_k::vnni as vnni_k};
 
 weight_type!(Q4_0, BlockQ8_0, QK, Q4_0_BYTES, dot_q4_0_q8_0, avx2::tile_q4_0, vnni::tile_q4_0);
 weight_type!(Q4_1, BlockQ8_1, QK, Q4_1_BYTES, dot_q4_1_q8_1, avx2::tile_q4_1, vnni::tile_q4_1);
 weight_type!(Q8_0, BlockQ8_0, QK, Q8_0_BYTES, dot_q8_0_q8_0, avx2::tile_q8_0, vnni::tile_q8_0);
+weight_type!(Q4K, BlockQ8K, QK_K, Q4_K_BYTES, dot_q4_k_q8_k, avx2_k::tile_q4_k, vnni_k::tile_q4_k);
+weight_type!(Q6K, BlockQ8K, QK_K, Q6_K_BYTES, dot_q6_k_q8_k, avx2_k::tile_q6_k, vnni_k::tile_q6_k);

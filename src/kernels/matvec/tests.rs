@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::kernels::blocks::{dot_q4_0_q8_0, dot_q4_1_q8_1, dot_q8_0_q8_0, Q8_0_BYTES};
+use crate::kernels::blocks_k::{dot_q4_k_q8_k, dot_q6_k_q8_k};
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Module, Tensor};
 
@@ -22,6 +23,8 @@ fn matches_candle_dequantized_product() {
         (QuantType::Q4_0, GgmlDType::Q4_0),
         (QuantType::Q4_1, GgmlDType::Q4_1),
         (QuantType::Q8_0, GgmlDType::Q8_0),
+        (QuantType::Q4K, GgmlDType::Q4K),
+        (QuantType::Q6K, GgmlDType::Q6K),
     ] {
         let values = ty.block_values();
         for (rows, blocks, n) in [(1, 1, 1), (7, 2, 3), (65, 3, 2), (130, 1536 / values, 1)] {
@@ -60,7 +63,8 @@ fn f16_bytes(x: f32) -> [u8; 2] {
 }
 
 /// Every weight type with our kernels.
-const TYPES: [QuantType; 3] = [QuantType::Q4_0, QuantType::Q4_1, QuantType::Q8_0];
+const TYPES: [QuantType; 5] =
+    [QuantType::Q4_0, QuantType::Q4_1, QuantType::Q8_0, QuantType::Q4K, QuantType::Q6K];
 
 /// A finite f16 scale of either sign: mostly ordinary sizes, sometimes large, subnormal or zero.
 fn scale(v: f32, i: usize) -> [u8; 2] {
@@ -102,6 +106,23 @@ fn random_block(ty: QuantType, i: usize, next: &mut impl FnMut() -> f32) -> Vec<
         QuantType::Q8_0 => {
             block.extend(scale(next(), i));
             block.extend(quants(32, i, next));
+        }
+        QuantType::Q4K => {
+            block.extend(scale(next(), i));
+            block.extend(scale(next(), i + 1)); // dmin
+            block.extend(quants(12, i + 3, next)); // 6-bit scales and mins, all 63 or 0 at times
+            block.extend(quants(128, i, next));
+        }
+        QuantType::Q6K => {
+            block.extend(quants(128, i, next)); // ql
+            block.extend(quants(64, i + 1, next)); // qh
+            // i8 scales, at times alternating between the extremes −128 and 127.
+            let extreme = i % 5 == 1;
+            block.extend(quants(16, i, next).iter().enumerate().map(|(j, &q)| match extreme {
+                true => [0x80, 0x7F][j % 2],
+                false => q,
+            }));
+            block.extend(scale(next(), i));
         }
     }
     assert_eq!(block.len(), ty.block_bytes());
@@ -153,6 +174,16 @@ fn oracle(ty: QuantType, w: &[u8], rows: usize, cols: usize, x: &[f32]) -> Vec<f
                     let mut a = Vec::new();
                     quantize_q8_0(xr, &mut a);
                     dot_q8_0_q8_0(wr, &a)
+                }
+                QuantType::Q4K => {
+                    let mut a = Vec::new();
+                    quantize_q8_k(xr, &mut a);
+                    dot_q4_k_q8_k(wr, &a)
+                }
+                QuantType::Q6K => {
+                    let mut a = Vec::new();
+                    quantize_q8_k(xr, &mut a);
+                    dot_q6_k_q8_k(wr, &a)
                 }
             });
         }
