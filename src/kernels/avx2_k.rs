@@ -19,7 +19,7 @@ use std::arch::x86_64::*;
 
 use super::avx2::{lanes, PREFETCH_ROWS};
 use super::blocks::hsum8;
-use super::blocks_k::{q4_k_scales_mins, BlockQ8K, Q4_K_BYTES, Q6_K_BYTES};
+use super::blocks_k::{BlockQ8K, Q4_K_BYTES, Q6_K_BYTES};
 
 /// Prefetches the `len` bytes at `p` (every cache line they touch).
 #[inline(always)]
@@ -41,6 +41,29 @@ fn prefetch(p: *const u8, len: usize) {
 fn broadcast_i16(lo: i8, hi: i8) -> __m256i {
     let pair = |j: i8| _mm_set1_epi16(i16::from(2 * j) | i16::from(2 * j + 1) << 8);
     _mm256_set_m128i(pair(hi), pair(lo))
+}
+
+/// `q4_k_scales_mins` on the vector of a block's bytes 4..20: scales in bytes 0..8, mins in
+/// bytes 8..16 (one pair of shuffles instead of a dozen scalar operations per block).
+#[target_feature(enable = "avx2")]
+#[inline]
+fn scales_mins(s: __m128i) -> __m128i {
+    const NO: i8 = -1; // pshufb: a zero byte
+    // Low bits: scales 0-3 and mins 0-3 are the low 6 bits of bytes 0-3 and 4-7, scales 4-7
+    // the low nibbles of bytes 8-11, mins 4-7 their high nibbles.
+    let low = _mm_shuffle_epi8(s, _mm_setr_epi8(0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 8, 9, 10, 11));
+    let (m6, m4) = (63, 15);
+    let keep = _mm_setr_epi8(m6, m6, m6, m6, m4, m4, m4, m4, m6, m6, m6, m6, 0, 0, 0, 0);
+    let high_nibbles = _mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, m4, m4, m4, m4);
+    let low = _mm_or_si128(
+        _mm_and_si128(low, keep),
+        _mm_and_si128(_mm_srli_epi16::<4>(low), high_nibbles),
+    );
+    // Bits 4-5 of scales and mins 4-7: the top 2 bits of bytes 0-3 and 4-7.
+    let top = _mm_shuffle_epi8(s, _mm_setr_epi8(NO, NO, NO, NO, 0, 1, 2, 3, NO, NO, NO, NO, 4, 5, 6, 7));
+    let b45 = 0x30;
+    let top_bits = _mm_setr_epi8(0, 0, 0, 0, b45, b45, b45, b45, 0, 0, 0, 0, b45, b45, b45, b45);
+    _mm_or_si128(low, _mm_and_si128(_mm_srli_epi16::<2>(top), top_bits))
 }
 
 /// Defines `tile_q4_k` and `tile_q6_k` for one instruction set: `$feat` are the target
@@ -91,15 +114,11 @@ macro_rules! ktiles {
                         let dm = _mm_cvtph_ps(_mm_cvtsi32_si128(p.cast::<i32>().read_unaligned()));
                         let d = _mm256_broadcastss_ps(dm);
                         let dmin = _mm256_broadcastss_ps(_mm_movehdup_ps(dm));
-                        let (scales, mins) =
-                            q4_k_scales_mins(std::slice::from_raw_parts(p.add(4), 12));
+                        let sm = scales_mins(_mm_loadu_si128(p.add(4).cast()));
                         // The 8 scales as i16, in both halves (for the per-sub-block shuffles).
-                        let scales = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(
-                            _mm_cvtsi64_si128(scales as i64),
-                        ));
+                        let scales = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm));
                         // Each min twice, as i16: lane pair k meets bsums[2k], bsums[2k + 1].
-                        let mins = _mm_cvtsi64_si128(mins as i64);
-                        let mins = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mins, mins));
+                        let mins = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(sm, sm));
                         let mut isum = [_mm256_setzero_si256(); C];
                         for g in 0..4 {
                             let x = _mm256_loadu_si256(p.add(16 + 32 * g).cast());

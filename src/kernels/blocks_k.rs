@@ -65,7 +65,8 @@ pub fn quantize_q8_k(x: &[f32], out: &mut Vec<BlockQ8K>) {
 /// Sub-blocks 0-3 keep their scale and min in the low 6 bits of bytes `j` and `j + 4`;
 /// sub-blocks 4-7 have their low 4 bits in the nibbles of byte `j + 4` (scale low, min high)
 /// and their top 2 bits in the spare top bits of bytes `j − 4` (scale) and `j` (min).
-pub fn q4_k_scales_mins(packed: &[u8]) -> (u64, u64) {
+#[inline(always)]
+pub fn q4_k_scales_mins(packed: &[u8; 12]) -> (u64, u64) {
     let word = |i: usize| u32::from_le_bytes([packed[i], packed[i + 1], packed[i + 2], packed[i + 3]]);
     let (w0, w1, w2) = (word(0), word(4), word(8));
     const LOW6: u32 = 0x3F3F_3F3F;
@@ -89,7 +90,7 @@ pub fn dot_q4_k_q8_k(row: &[u8], act: &[BlockQ8K]) -> f32 {
     for (w, a) in row.chunks_exact(Q4_K_BYTES).zip(act) {
         let dd = f16_at(w, 0) * a.d;
         let dm = f16_at(w, 2) * a.d;
-        let (scales, mins) = q4_k_scales_mins(&w[4..16]);
+        let (scales, mins) = q4_k_scales_mins(w[4..16].try_into().unwrap());
         let (scales, mins) = (scales.to_le_bytes(), mins.to_le_bytes());
         let qs = &w[16..144];
         for (k, acc) in acc.iter_mut().enumerate() {
@@ -135,7 +136,8 @@ pub fn dot_q6_k_q8_k(row: &[u8], act: &[BlockQ8K]) -> f32 {
                 }
                 isum += sc(2 * v + k / 4) * sum;
             }
-            isum -= 32 * (sc(2 * k) * i32::from(a.bsums[2 * k]) + sc(2 * k + 1) * i32::from(a.bsums[2 * k + 1]));
+            let bsum = |j: usize| sc(j) * i32::from(a.bsums[j]);
+            isum -= 32 * (bsum(2 * k) + bsum(2 * k + 1));
             *acc = dd.mul_add(isum as f32, *acc);
         }
     }
@@ -190,8 +192,9 @@ mod tests {
     #[test]
     fn q4_k_scales_unpack_per_sub_block() {
         for seed in 0..64u8 {
-            let packed: Vec<u8> = (0..12).map(|i| seed.wrapping_mul(37).wrapping_add(i * 91) ^ (i << 5)).collect();
-            let (scales, mins) = q4_k_scales_mins(&packed);
+            let packed: Vec<u8> =
+                (0..12).map(|i| seed.wrapping_mul(37).wrapping_add(i * 91) ^ (i << 5)).collect();
+            let (scales, mins) = q4_k_scales_mins(packed[..].try_into().unwrap());
             for j in 0..8 {
                 let (sc, m) = if j < 4 {
                     (packed[j] & 63, packed[j + 4] & 63)
