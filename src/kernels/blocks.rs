@@ -3,8 +3,9 @@
 //! Weights stay in the file's bytes: Q4_0 blocks are `{d: f16, qs: [u8; 16]}` (value `j` is
 //! `((qs[j] & 15) − 8)·d`, value `j + 16` is `((qs[j] >> 4) − 8)·d`), Q4_1 blocks are
 //! `{d: f16, m: f16, qs: [u8; 16]}` (value `j` is `(qs[j] & 15)·d + m`, value `j + 16` is
-//! `(qs[j] >> 4)·d + m`), Q8_0 blocks are `{d: f16, qs: [i8; 32]}`. Activations are quantised per 32 values to 8 bits; their scales
-//! are kept as f32 holding the f16-rounded value, which is what ggml's products use.
+//! `(qs[j] >> 4)·d + m`), Q8_0 blocks are `{d: f16, qs: [i8; 32]}`. Activations are quantised
+//! per 32 values to 8 bits; their scales are kept as f32 holding the f16-rounded value, which is
+//! what ggml's products use.
 
 use half::f16;
 

@@ -273,4 +273,3 @@ fn rejects_inconsistent_sizes() {
         assert!(QuantMatrix::new(ty, vec![0; 2 * bytes], 1, values).is_none(), "{ty:?}");
     }
 }
-
