@@ -10,12 +10,16 @@
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx2_k;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 pub mod blocks;
 pub mod blocks_k;
 pub mod matvec;
 pub mod pool;
+mod product;
 mod tiles;
 
 pub use blocks::{quantize_q8_0, quantize_q8_1, BlockQ8_0, BlockQ8_1};
 pub use blocks_k::{quantize_q8_k, BlockQ8K};
 pub use matvec::{Kernel, QuantMatrix, QuantType, WeightBytes};
+pub use product::{Combine, MAX_SHARED};

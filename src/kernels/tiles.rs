@@ -1,12 +1,33 @@
-//! Per weight type: its activation format, block size, scalar dot product and SIMD tiles, behind
-//! one trait so the product job (`matvec.rs`) is written once for every type.
+//! Per weight type: its activation format and quantisation, block size, scalar dot product and
+//! SIMD tiles, behind one trait so the products (`product.rs`) are written once for every type.
+
+use std::cell::RefCell;
 
 use super::blocks::{
-    dot_q4_0_q8_0, dot_q4_1_q8_1, dot_q8_0_q8_0, BlockQ8_0, BlockQ8_1, Q4_0_BYTES, Q4_1_BYTES,
-    Q8_0_BYTES, QK,
+    dot_q4_0_q8_0, dot_q4_1_q8_1, dot_q8_0_q8_0, quantize_q8_0, quantize_q8_1, BlockQ8_0,
+    BlockQ8_1, Q4_0_BYTES, Q4_1_BYTES, Q8_0_BYTES, QK,
 };
-use super::blocks_k::{dot_q4_k_q8_k, dot_q6_k_q8_k, BlockQ8K, Q4_K_BYTES, Q6_K_BYTES, QK_K};
+use super::blocks_k::{
+    dot_q4_k_q8_k, dot_q6_k_q8_k, quantize_q8_k, BlockQ8K, Q4_K_BYTES, Q6_K_BYTES, QK_K,
+};
 use super::matvec::Kernel;
+
+thread_local! {
+    static ACT_Q8_1: RefCell<Vec<BlockQ8_1>> = const { RefCell::new(Vec::new()) };
+    static ACT_Q8_0: RefCell<Vec<BlockQ8_0>> = const { RefCell::new(Vec::new()) };
+    static ACT_Q8_K: RefCell<Vec<BlockQ8K>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with this thread's reusable buffer (a fresh one if it is already in use).
+fn with_buffer<T, R>(
+    key: &'static std::thread::LocalKey<RefCell<Vec<T>>>,
+    f: impl FnOnce(&mut Vec<T>) -> R,
+) -> R {
+    key.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => f(&mut buf),
+        Err(_) => f(&mut Vec::new()),
+    })
+}
 
 /// One weight type's tile function, for every kernel.
 pub(super) trait Tiles: Copy + Sync {
@@ -15,6 +36,8 @@ pub(super) trait Tiles: Copy + Sync {
     const BLOCK_VALUES: usize;
     /// Bytes of one weight block.
     const BLOCK_BYTES: usize;
+    /// Runs `f` with the rows of `x` quantised for this type (in a reused buffer).
+    fn with_acts<R>(x: &[f32], f: impl FnOnce(&[Self::Act]) -> R) -> R;
     fn kernel(self) -> Kernel;
     /// The scalar product of one weight row with one activation row: the oracle of the tiles.
     fn dot(row: &[u8], acts: &[Self::Act]) -> f32;
@@ -70,10 +93,15 @@ pub(super) trait Tiles: Copy + Sync {
     }
 }
 
-/// Defines the marker type `$name` (holding the kernel) and its `Tiles` impl from the type's
-/// constants, scalar dot and the AVX2 / VNNI tile functions.
+/// Defines the marker type `$name` (holding the kernel) and its `Tiles` impl: activations `$act`
+/// quantised by `$quantize` into the thread's `$buffer`, blocks of `$values` weights in
+/// `$bytes` bytes, the scalar `$dot`, the AVX2 and VNNI tiles, and optionally the AVX-512 tile
+/// for an even number of rows (which then takes precedence over the VNNI one).
 macro_rules! weight_type {
-    ($name:ident, $act:ty, $values:expr, $bytes:expr, $dot:path, $avx2:path, $vnni:path) => {
+    (
+        $name:ident, $act:ty, $quantize:path, $buffer:ident, $values:expr, $bytes:expr, $dot:path,
+        $avx2:path, $vnni:path $(, $avx512_even_rows:path)?
+    ) => {
         #[derive(Clone, Copy)]
         pub(super) struct $name(pub(super) Kernel);
 
@@ -81,6 +109,12 @@ macro_rules! weight_type {
             type Act = $act;
             const BLOCK_VALUES: usize = $values;
             const BLOCK_BYTES: usize = $bytes;
+            fn with_acts<R>(x: &[f32], f: impl FnOnce(&[$act]) -> R) -> R {
+                with_buffer(&$buffer, |acts| {
+                    $quantize(x, acts);
+                    f(acts)
+                })
+            }
             fn kernel(self) -> Kernel {
                 self.0
             }
@@ -96,21 +130,38 @@ macro_rules! weight_type {
                 acts: [*const $act; C],
                 out: &mut [[f32; C]; R],
             ) {
-                if vnni {
-                    $vnni(w, row_bytes, nb, acts, out)
-                } else {
-                    $avx2(w, row_bytes, nb, acts, out)
+                if !vnni {
+                    return $avx2(w, row_bytes, nb, acts, out);
                 }
+                $(if R % 2 == 0 {
+                    return $avx512_even_rows(w, row_bytes, nb, acts, out);
+                })?
+                $vnni(w, row_bytes, nb, acts, out)
             }
         }
     };
 }
 
 #[cfg(target_arch = "x86_64")]
-use super::{avx2::avx2, avx2::vnni, avx2_k::avx2 as avx2_k, avx2_k::vnni as vnni_k};
+use super::{avx2::avx2, avx2::vnni, avx2_k::avx2 as avx2_k, avx2_k::vnni as vnni_k, avx512};
 
-weight_type!(Q4_0, BlockQ8_0, QK, Q4_0_BYTES, dot_q4_0_q8_0, avx2::tile_q4_0, vnni::tile_q4_0);
-weight_type!(Q4_1, BlockQ8_1, QK, Q4_1_BYTES, dot_q4_1_q8_1, avx2::tile_q4_1, vnni::tile_q4_1);
-weight_type!(Q8_0, BlockQ8_0, QK, Q8_0_BYTES, dot_q8_0_q8_0, avx2::tile_q8_0, vnni::tile_q8_0);
-weight_type!(Q4K, BlockQ8K, QK_K, Q4_K_BYTES, dot_q4_k_q8_k, avx2_k::tile_q4_k, vnni_k::tile_q4_k);
-weight_type!(Q6K, BlockQ8K, QK_K, Q6_K_BYTES, dot_q6_k_q8_k, avx2_k::tile_q6_k, vnni_k::tile_q6_k);
+weight_type!(
+    Q4_0, BlockQ8_0, quantize_q8_0, ACT_Q8_0, QK, Q4_0_BYTES, dot_q4_0_q8_0,
+    avx2::tile_q4_0, vnni::tile_q4_0
+);
+weight_type!(
+    Q4_1, BlockQ8_1, quantize_q8_1, ACT_Q8_1, QK, Q4_1_BYTES, dot_q4_1_q8_1,
+    avx2::tile_q4_1, vnni::tile_q4_1, avx512::tile_q4_1
+);
+weight_type!(
+    Q8_0, BlockQ8_0, quantize_q8_0, ACT_Q8_0, QK, Q8_0_BYTES, dot_q8_0_q8_0,
+    avx2::tile_q8_0, vnni::tile_q8_0, avx512::tile_q8_0
+);
+weight_type!(
+    Q4K, BlockQ8K, quantize_q8_k, ACT_Q8_K, QK_K, Q4_K_BYTES, dot_q4_k_q8_k,
+    avx2_k::tile_q4_k, vnni_k::tile_q4_k
+);
+weight_type!(
+    Q6K, BlockQ8K, quantize_q8_k, ACT_Q8_K, QK_K, Q6_K_BYTES, dot_q6_k_q8_k,
+    avx2_k::tile_q6_k, vnni_k::tile_q6_k
+);

@@ -7,7 +7,7 @@ use candle_core::{Device, Module, Tensor};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::kernels::{QuantMatrix, QuantType};
+use crate::kernels::{Combine, QuantMatrix, QuantType, MAX_SHARED};
 use crate::model::gguf::GgufFile;
 
 /// Checks a tensor's shape against the one the metadata implies.
@@ -71,13 +71,67 @@ impl Linear {
 
     /// `y[r] = W · x[r]` for each of the `rows` rows of `x` (row-major `[rows, in_dim]`).
     pub fn forward(&self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
+        let mut y = vec![0f32; rows * self.out_dim];
+        self.forward_into(x, rows, &mut y)?;
+        Ok(y)
+    }
+
+    /// [`Linear::forward`] into `y` (`rows · out_dim` long).
+    pub fn forward_into(&self, x: &[f32], rows: usize, y: &mut [f32]) -> Result<()> {
         debug_assert_eq!(x.len(), rows * self.in_dim);
         match &self.weight {
-            Weight::Own(m) => Ok(m.forward(x)),
+            Weight::Own(m) => m.forward_into(x, y),
             Weight::Candle(w) => {
                 let x = Tensor::from_slice(x, (rows, self.in_dim), &Device::Cpu)?;
-                Ok(w.forward(&x)?.flatten_all()?.to_vec1::<f32>()?)
+                y.copy_from_slice(&w.forward(&x)?.flatten_all()?.to_vec1::<f32>()?);
             }
+        }
+        Ok(())
+    }
+
+    /// `ys[i] = ls[i] · x` for matrices that share their input: one hand-off to the worker
+    /// pool when they have the same type, else one product each. Same results either way.
+    pub fn forward_shared(ls: &[&Linear], x: &[f32], rows: usize, ys: &mut [&mut [f32]]) -> Result<()> {
+        let n = ls.len();
+        let own: [Option<&QuantMatrix>; MAX_SHARED] = std::array::from_fn(|i| ls.get(i)?.own());
+        if (1..=MAX_SHARED).contains(&n) && own[..n].iter().all(Option::is_some) {
+            let ms: [&QuantMatrix; MAX_SHARED] = std::array::from_fn(|i| own[i.min(n - 1)].expect("checked"));
+            if QuantMatrix::forward_shared(&ms[..n], x, ys) {
+                return Ok(());
+            }
+        }
+        for (l, y) in ls.iter().zip(ys.iter_mut()) {
+            l.forward_into(x, rows, y)?;
+        }
+        Ok(())
+    }
+
+    /// `out = combine(gate · x, up · x)`, in one hand-off when both use the same kernel type.
+    /// `gate_y` is scratch of `out`'s size.
+    pub fn forward_gated(
+        gate: &Linear,
+        up: &Linear,
+        x: &[f32],
+        rows: usize,
+        gate_y: &mut [f32],
+        out: &mut [f32],
+        combine: Combine,
+    ) -> Result<()> {
+        if let (Some(g), Some(u)) = (gate.own(), up.own()) {
+            if QuantMatrix::forward_gated(g, u, x, gate_y, out, combine) {
+                return Ok(());
+            }
+        }
+        gate.forward_into(x, rows, gate_y)?;
+        up.forward_into(x, rows, out)?;
+        combine(gate_y, out);
+        Ok(())
+    }
+
+    fn own(&self) -> Option<&QuantMatrix> {
+        match &self.weight {
+            Weight::Own(m) => Some(m),
+            Weight::Candle(_) => None,
         }
     }
 }

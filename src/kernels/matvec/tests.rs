@@ -1,8 +1,10 @@
 //! Bit-identity of every kernel to the scalar oracle, agreement with candle, parallel splits.
 
 use super::*;
-use crate::kernels::blocks::{dot_q4_0_q8_0, dot_q4_1_q8_1, dot_q8_0_q8_0, Q8_0_BYTES};
-use crate::kernels::blocks_k::{dot_q4_k_q8_k, dot_q6_k_q8_k};
+use crate::kernels::blocks::{
+    dot_q4_0_q8_0, dot_q4_1_q8_1, dot_q8_0_q8_0, quantize_q8_0, quantize_q8_1, Q8_0_BYTES,
+};
+use crate::kernels::blocks_k::{dot_q4_k_q8_k, dot_q6_k_q8_k, quantize_q8_k};
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Module, Tensor};
 
