@@ -275,3 +275,33 @@ fn rejects_inconsistent_sizes() {
         assert!(QuantMatrix::new(ty, vec![0; 2 * bytes], 1, values).is_none(), "{ty:?}");
     }
 }
+
+/// Products sharing their input (Q, K, V) or gated (gate, up) give each single product's bits,
+/// for every type (sizes large enough to go through the pool).
+#[test]
+fn shared_and_gated_products_match_single_ones() {
+    let (cols, n) = (512, 3);
+    for ty in TYPES {
+        let ms: Vec<QuantMatrix> = [(264, 31), (200, 32), (200, 33)]
+            .into_iter()
+            .map(|(rows, seed)| {
+                QuantMatrix::new(ty, random_weights(ty, rows, cols, seed), rows, cols).unwrap()
+            })
+            .collect();
+        let x = random_acts(ty, n, cols, 34);
+        let singles: Vec<Vec<f32>> = ms.iter().map(|m| m.forward(&x)).collect();
+
+        let mut ys: Vec<Vec<f32>> = ms.iter().map(|m| vec![0f32; n * m.rows()]).collect();
+        let mut outs: Vec<&mut [f32]> = ys.iter_mut().map(|y| &mut y[..]).collect();
+        assert!(QuantMatrix::forward_shared(&[&ms[0], &ms[1], &ms[2]], &x, &mut outs));
+        for (i, (y, single)) in ys.iter().zip(&singles).enumerate() {
+            assert_same_bits(y, single, &format!("{ty:?} shared {i}"));
+        }
+
+        let product = |g: &[f32], u: &mut [f32]| u.iter_mut().zip(g).for_each(|(u, g)| *u *= g);
+        let (mut gate_y, mut out) = (vec![0f32; n * 200], vec![0f32; n * 200]);
+        assert!(QuantMatrix::forward_gated(&ms[1], &ms[2], &x, &mut gate_y, &mut out, &product));
+        let want: Vec<f32> = singles[1].iter().zip(&singles[2]).map(|(g, u)| u * g).collect();
+        assert_same_bits(&out, &want, &format!("{ty:?} gated"));
+    }
+}
