@@ -15,9 +15,13 @@
 //! each expanded weight block is reused for the `C` activation rows.
 //!
 //! Q4_0 multiplies the unsigned nibbles `q` and subtracts `8·Σa` per lane: the lane's integer is
-//! `Σ q·a − 8·Σ a = Σ (q − 8)·a`, exactly the scalar sum, and the correction depends on the
-//! activations only, so it is computed once per block and shared by the tile's rows (with VNNI
-//! it is the starting value of the dot instruction's accumulator).
+//! `Σ q·a − 8·Σ a = Σ (q − 8)·a`, exactly the scalar sum (with VNNI the correction is the
+//! starting value of the dot instruction's accumulator). Its tile walks the rows one after the
+//! other rather than block by block across them: the tile's rows are contiguous, so the weights
+//! are read as one sequential stream, which the hardware prefetcher follows. With weights from
+//! DRAM that is 1.7 times as fast (576 × 1536, one activation row: 62 → 37 µs on one thread);
+//! with weights in cache, where the correction could have been shared by the rows, it is about
+//! a fifth slower.
 //!
 //! Precondition (as in ggml): activation quants are in −127..=127 (what `quantize_block`
 //! produces), so the Q8_0 sign trick (`|w|` × `a·sign(w)`) cannot overflow.
@@ -63,22 +67,23 @@ macro_rules! tiles {
             ) {
                 let low = _mm256_set1_epi8(0x0F);
                 let mut acc = [[_mm256_setzero_ps(); C]; R];
-                for b in 0..nb {
-                    let mut aq = [_mm256_setzero_si256(); C];
-                    let mut ad = [_mm256_setzero_ps(); C];
-                    // −8 · Σ a over each lane's 4 activations.
-                    let mut corr = [_mm256_setzero_si256(); C];
-                    for c in 0..C {
-                        let a = &*acts[c].add(b);
-                        aq[c] = _mm256_loadu_si256(a.qs.as_ptr().cast());
-                        ad[c] = _mm256_set1_ps(a.d);
-                        let eight = {
-                            let ($acc, $q, $a) = (_mm256_setzero_si256(), _mm256_set1_epi8(8), aq[c]);
-                            $dot
-                        };
-                        corr[c] = _mm256_sub_epi32(_mm256_setzero_si256(), eight);
-                    }
-                    for r in 0..R {
+                for r in 0..R {
+                    for b in 0..nb {
+                        let mut aq = [_mm256_setzero_si256(); C];
+                        let mut ad = [_mm256_setzero_ps(); C];
+                        // −8 · Σ a over each lane's 4 activations.
+                        let mut corr = [_mm256_setzero_si256(); C];
+                        for c in 0..C {
+                            let a = &*acts[c].add(b);
+                            aq[c] = _mm256_loadu_si256(a.qs.as_ptr().cast());
+                            ad[c] = _mm256_set1_ps(a.d);
+                            let eight = {
+                                let ($acc, $q, $a) =
+                                    (_mm256_setzero_si256(), _mm256_set1_epi8(8), aq[c]);
+                                $dot
+                            };
+                            corr[c] = _mm256_sub_epi32(_mm256_setzero_si256(), eight);
+                        }
                         let p = w.add(r * row_bytes + b * Q4_0_BYTES);
                         _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH_ROWS * row_bytes).cast());
                         let d = _mm256_broadcastss_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(
