@@ -151,7 +151,7 @@ impl QuantMatrix {
     ) -> Option<Self> {
         let bytes = bytes.into();
         let values = ty.block_values();
-        let ok = cols % values == 0
+        let ok = cols.is_multiple_of(values)
             && bytes.len() == rows * (cols / values) * ty.block_bytes()
             && Kernel::available().contains(&kernel);
         ok.then_some(Self { ty, kernel, bytes, rows, cols })
