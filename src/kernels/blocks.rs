@@ -2,12 +2,15 @@
 //!
 //! Weights stay in the file's bytes: Q4_1 blocks are `{d: f16, m: f16, qs: [u8; 16]}` (value
 //! `j` is `(qs[j] & 15)·d + m`, value `j + 16` is `(qs[j] >> 4)·d + m`), Q8_0 blocks are
-//! `{d: f16, qs: [i8; 32]}`. Activations are quantised per 32 values to 8 bits; their scales
-//! are kept as f32 holding the f16-rounded value, which is what ggml's products use.
+//! `{d: f16, qs: [i8; 32]}`, Q4_0 blocks are `{d: f16, qs: [u8; 16]}` (value `j` is
+//! `((qs[j] & 15) − 8)·d`, value `j + 16` is `((qs[j] >> 4) − 8)·d`). Activations are quantised
+//! per 32 values to 8 bits; their scales are kept as f32 holding the f16-rounded value, which is
+//! what ggml's products use.
 
 use half::f16;
 
 pub const QK: usize = 32;
+pub const Q4_0_BYTES: usize = 18;
 pub const Q4_1_BYTES: usize = 20;
 pub const Q8_0_BYTES: usize = 34;
 
@@ -100,6 +103,24 @@ pub fn dot_q8_0_q8_0(row: &[u8], act: &[BlockQ8_0]) -> f32 {
             let mut sum = 0i32;
             for i in lane * 4..lane * 4 + 4 {
                 sum += i32::from(qs[i] as i8) * i32::from(a.qs[i]);
+            }
+            *acc = dd.mul_add(sum as f32, *acc);
+        }
+    }
+    hsum8(&acc)
+}
+
+/// Dot product of one Q4_0 weight row (`blocks` × 18 bytes) with Q8_0 activations.
+pub fn dot_q4_0_q8_0(row: &[u8], act: &[BlockQ8_0]) -> f32 {
+    let mut acc = [0f32; 8];
+    for (w, a) in row.chunks_exact(Q4_0_BYTES).zip(act) {
+        let dd = f16_at(w, 0) * a.d;
+        let qs = &w[2..18];
+        for (lane, acc) in acc.iter_mut().enumerate() {
+            let mut sum = 0i32;
+            for i in lane * 4..lane * 4 + 4 {
+                let q = if i < 16 { qs[i] & 0x0F } else { qs[i - 16] >> 4 };
+                sum += (i32::from(q) - 8) * i32::from(a.qs[i]);
             }
             *acc = dd.mul_add(sum as f32, *acc);
         }

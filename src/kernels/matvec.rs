@@ -15,14 +15,15 @@ use memmap2::Mmap;
 
 use super::pool::{self, DisjointOut};
 use super::blocks::{
-    dot_q4_1_q8_1, dot_q8_0_q8_0, quantize_q8_0, quantize_q8_1, BlockQ8_0, BlockQ8_1,
-    Q4_1_BYTES, Q8_0_BYTES, QK,
+    dot_q4_0_q8_0, dot_q4_1_q8_1, dot_q8_0_q8_0, quantize_q8_0, quantize_q8_1, BlockQ8_0,
+    BlockQ8_1, Q4_0_BYTES, Q4_1_BYTES, Q8_0_BYTES, QK,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QuantType {
     Q4_1,
     Q8_0,
+    Q4_0,
 }
 
 impl QuantType {
@@ -30,6 +31,7 @@ impl QuantType {
         match self {
             QuantType::Q4_1 => Q4_1_BYTES,
             QuantType::Q8_0 => Q8_0_BYTES,
+            QuantType::Q4_0 => Q4_0_BYTES,
         }
     }
 }
@@ -45,11 +47,14 @@ pub enum Kernel {
     /// The same tiles with AVX-512 VNNI's `vpdpbusd` (256-bit) for the integer dots.
     #[cfg(target_arch = "x86_64")]
     Avx512Vnni,
+    /// NEON (`neon.rs`).
+    #[cfg(target_arch = "aarch64")]
+    Neon,
 }
 
 impl Kernel {
-    /// The fastest kernel this CPU supports (`FFNSKIP_KERNEL=scalar|avx2|avx512vnni` picks a
-    /// supported one instead, for comparisons).
+    /// The fastest kernel this CPU supports (`FFNSKIP_KERNEL=scalar|avx2|avx512vnni|neon` picks
+    /// a supported one instead, for comparisons).
     pub fn detect() -> Self {
         static CHOSEN: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
         *CHOSEN.get_or_init(|| {
@@ -68,6 +73,8 @@ impl Kernel {
             Kernel::Avx2 => "avx2",
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx512Vnni => "avx512vnni",
+            #[cfg(target_arch = "aarch64")]
+            Kernel::Neon => "neon",
         }
     }
 
@@ -90,6 +97,10 @@ impl Kernel {
             {
                 all.push(Kernel::Avx512Vnni);
             }
+        }
+        #[cfg(target_arch = "aarch64")]
+        if std::arch::is_aarch64_feature_detected!("neon") {
+            all.push(Kernel::Neon);
         }
         all
     }
@@ -172,6 +183,18 @@ trait Tiles: Copy + Sync {
         acts: [*const Self::Act; C],
         out: &mut [[f32; C]; R],
     );
+    /// The NEON tile of this type.
+    ///
+    /// # Safety
+    /// As [`Tiles::tile`], and the CPU supports NEON.
+    #[cfg(target_arch = "aarch64")]
+    unsafe fn neon_tile<const R: usize, const C: usize>(
+        w: *const u8,
+        row_bytes: usize,
+        nb: usize,
+        acts: [*const Self::Act; C],
+        out: &mut [[f32; C]; R],
+    );
 
     /// Whether 4 × 4 tiles fit the registers (32 vector registers with AVX-512).
     fn wide(self) -> bool {
@@ -203,6 +226,8 @@ trait Tiles: Copy + Sync {
             Kernel::Avx2 => Self::simd_tile::<R, C>(false, w, row_bytes, nb, acts, out),
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx512Vnni => Self::simd_tile::<R, C>(true, w, row_bytes, nb, acts, out),
+            #[cfg(target_arch = "aarch64")]
+            Kernel::Neon => Self::neon_tile::<R, C>(w, row_bytes, nb, acts, out),
         }
     }
 }
@@ -211,6 +236,8 @@ trait Tiles: Copy + Sync {
 struct Q4_1(Kernel);
 #[derive(Clone, Copy)]
 struct Q8_0(Kernel);
+#[derive(Clone, Copy)]
+struct Q4_0(Kernel);
 
 impl Tiles for Q4_1 {
     type Act = BlockQ8_1;
@@ -235,6 +262,16 @@ impl Tiles for Q4_1 {
         } else {
             super::avx2::avx2::tile_q4_1::<R, C>(w, row_bytes, nb, acts, out)
         }
+    }
+    #[cfg(target_arch = "aarch64")]
+    unsafe fn neon_tile<const R: usize, const C: usize>(
+        w: *const u8,
+        row_bytes: usize,
+        nb: usize,
+        acts: [*const BlockQ8_1; C],
+        out: &mut [[f32; C]; R],
+    ) {
+        super::neon::tile_q4_1::<R, C>(w, row_bytes, nb, acts, out)
     }
 }
 
@@ -261,6 +298,50 @@ impl Tiles for Q8_0 {
         } else {
             super::avx2::avx2::tile_q8_0::<R, C>(w, row_bytes, nb, acts, out)
         }
+    }
+    #[cfg(target_arch = "aarch64")]
+    unsafe fn neon_tile<const R: usize, const C: usize>(
+        w: *const u8,
+        row_bytes: usize,
+        nb: usize,
+        acts: [*const BlockQ8_0; C],
+        out: &mut [[f32; C]; R],
+    ) {
+        super::neon::tile_q8_0::<R, C>(w, row_bytes, nb, acts, out)
+    }
+}
+
+impl Tiles for Q4_0 {
+    type Act = BlockQ8_0;
+    const BLOCK_BYTES: usize = Q4_0_BYTES;
+    fn kernel(self) -> Kernel {
+        self.0
+    }
+    fn dot(row: &[u8], acts: &[BlockQ8_0]) -> f32 {
+        dot_q4_0_q8_0(row, acts)
+    }
+    // No x86 tile for Q4_0 on this branch (another branch adds them): the scalar tile, so
+    // every kernel still gives the oracle's bits.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn simd_tile<const R: usize, const C: usize>(
+        _vnni: bool,
+        w: *const u8,
+        row_bytes: usize,
+        nb: usize,
+        acts: [*const BlockQ8_0; C],
+        out: &mut [[f32; C]; R],
+    ) {
+        Q4_0(Kernel::Scalar).tile::<R, C>(w, row_bytes, nb, acts, out)
+    }
+    #[cfg(target_arch = "aarch64")]
+    unsafe fn neon_tile<const R: usize, const C: usize>(
+        w: *const u8,
+        row_bytes: usize,
+        nb: usize,
+        acts: [*const BlockQ8_0; C],
+        out: &mut [[f32; C]; R],
+    ) {
+        super::neon::tile_q4_0::<R, C>(w, row_bytes, nb, acts, out)
     }
 }
 
@@ -418,6 +499,10 @@ impl QuantMatrix {
                 quantize_q8_0(x, acts);
                 self.run_job(Q8_0(self.kernel), acts, n, &mut y, tasks);
             }),
+            QuantType::Q4_0 => with_buffer(&ACT_Q8_0, |acts| {
+                quantize_q8_0(x, acts);
+                self.run_job(Q4_0(self.kernel), acts, n, &mut y, tasks);
+            }),
         }
         y
     }
@@ -458,7 +543,12 @@ mod tests {
     /// Our kernels against candle's dequantise-and-matmul on random data, odd shapes included.
     #[test]
     fn matches_candle_dequantized_product() {
-        for (ty, dtype) in [(QuantType::Q4_1, GgmlDType::Q4_1), (QuantType::Q8_0, GgmlDType::Q8_0)] {
+        let types = [
+            (QuantType::Q4_1, GgmlDType::Q4_1),
+            (QuantType::Q8_0, GgmlDType::Q8_0),
+            (QuantType::Q4_0, GgmlDType::Q4_0),
+        ];
+        for (ty, dtype) in types {
             for (rows, cols, n) in [(1, 32, 1), (7, 64, 3), (65, 96, 2), (130, 576, 1)] {
                 let w = Tensor::from_vec(random(rows * cols, 1), (rows, cols), &Device::Cpu).unwrap();
                 let q = QTensor::quantize(&w, dtype).unwrap();
@@ -504,7 +594,7 @@ mod tests {
             if ty == QuantType::Q4_1 {
                 bytes.extend(f16_bytes(next() * 0.5));
             }
-            let quants = if ty == QuantType::Q4_1 { 16 } else { 32 };
+            let quants = if ty == QuantType::Q8_0 { 32 } else { 16 };
             bytes.extend((0..quants).map(|_| (next() * 128.0 + 128.0) as u8));
         }
         assert_eq!(bytes.len(), rows * cols / QK * ty.block_bytes());
@@ -544,6 +634,11 @@ mod tests {
                         quantize_q8_0(xr, &mut a);
                         dot_q8_0_q8_0(wr, &a)
                     }
+                    QuantType::Q4_0 => {
+                        let mut a = Vec::new();
+                        quantize_q8_0(xr, &mut a);
+                        dot_q4_0_q8_0(wr, &a)
+                    }
                 });
             }
         }
@@ -561,7 +656,7 @@ mod tests {
     #[test]
     fn kernels_match_scalar_bit_for_bit() {
         let mut seed = 10;
-        for ty in [QuantType::Q4_1, QuantType::Q8_0] {
+        for ty in [QuantType::Q4_1, QuantType::Q8_0, QuantType::Q4_0] {
             for nb in [1, 2, 3, 18, 48] {
                 let cols = nb * QK;
                 for rows in [1, 3, 4, 5, 9, 64, 131] {
@@ -604,7 +699,7 @@ mod tests {
     /// Products split into any number of chunks, over the pool: the same bits.
     #[test]
     fn parallel_split_is_bit_identical() {
-        for ty in [QuantType::Q4_1, QuantType::Q8_0] {
+        for ty in [QuantType::Q4_1, QuantType::Q8_0, QuantType::Q4_0] {
             let (rows, cols, n) = (1003, 576, 3);
             let w = random_weights(ty, rows, cols, 77);
             let x = random_acts(n, cols, 78);

@@ -8,6 +8,8 @@
 mod avx2;
 pub mod blocks;
 pub mod matvec;
+#[cfg(target_arch = "aarch64")]
+mod neon;
 pub mod pool;
 
 pub use blocks::{quantize_q8_0, quantize_q8_1, BlockQ8_0, BlockQ8_1};
