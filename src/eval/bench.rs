@@ -49,13 +49,14 @@ pub fn bench_once(cfg: &EvalConfig, spec: &PolicySpec, prompt: &[u32], tg: usize
     let mut policy = cfg.build_policy(spec)?;
     let mut session = Session::new(model, Some(prompt.len() + tg + 1))?;
     let t0 = Instant::now();
-    let mut logits = session.prefill(prompt, policy.as_mut(), &mut BlockCounts::new(n_layers))?;
+    let mut logits = Vec::new();
+    session.prefill(prompt, policy.as_mut(), &mut BlockCounts::new(n_layers), &mut logits)?;
     let pp_secs = t0.elapsed().as_secs_f64();
     let (mut warmup_counts, mut post_counts) = (BlockCounts::new(n_layers), BlockCounts::new(n_layers));
     let t1 = Instant::now();
     for step in 1..=tg {
         let counts = if step > spec.warmup_steps() { &mut post_counts } else { &mut warmup_counts };
-        logits = session.decode(argmax(&logits), policy.as_mut(), counts)?;
+        session.decode(argmax(&logits), policy.as_mut(), counts, &mut logits)?;
     }
     let tg_secs = t1.elapsed().as_secs_f64();
     warmup_counts.add(&post_counts);

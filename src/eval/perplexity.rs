@@ -110,7 +110,8 @@ fn decode_window(
     let mut policy = cfg.build_policy(spec)?;
     let mut session = Session::new(model, Some(window.len()))?;
     let mut prefill_counts = BlockCounts::new(n_layers);
-    let logits = session.prefill(&window[..prefill], policy.as_mut(), &mut prefill_counts)?;
+    let mut logits = Vec::new();
+    session.prefill(&window[..prefill], policy.as_mut(), &mut prefill_counts, &mut logits)?;
     score(0, &logits);
     let (mut warmup_counts, mut post_warmup_counts) = (BlockCounts::new(n_layers), BlockCounts::new(n_layers));
     let t0 = Instant::now();
@@ -118,7 +119,7 @@ fn decode_window(
     for (j, &token) in window[prefill..window.len() - 1].iter().enumerate() {
         steps += 1;
         let counts = if steps as usize > spec.warmup_steps() { &mut post_warmup_counts } else { &mut warmup_counts };
-        let logits = session.decode(token, policy.as_mut(), counts)?;
+        session.decode(token, policy.as_mut(), counts, &mut logits)?;
         score(j + 1, &logits);
     }
     let secs = t0.elapsed().as_secs_f64();

@@ -97,7 +97,8 @@ pub fn generate(
 
     let t0 = Instant::now();
     let mut prefill_counts = BlockCounts::new(n_layers);
-    let mut logits = session.prefill(prompt, policy, &mut prefill_counts)?;
+    let mut logits = Vec::new();
+    session.prefill(prompt, policy, &mut prefill_counts, &mut logits)?;
     let prefill_secs = t0.elapsed().as_secs_f64();
     let prefilled_tokens = prompt.len() - cached_before.min(prompt.len() - 1);
 
@@ -142,7 +143,7 @@ pub fn generate(
         decode_steps += 1;
         let counts =
             if decode_steps > opts.warmup_steps { &mut post_warmup_counts } else { &mut warmup_counts };
-        logits = session.decode(token, policy, counts)?;
+        session.decode(token, policy, counts, &mut logits)?;
     };
     if !stopped_by_string {
         // Flush what was held back: an incomplete UTF-8 tail, a partial stop string.

@@ -18,7 +18,7 @@ impl<'m> Session<'m> {
         if context == 0 {
             return Err(Error::InvalidArgument("the context size must be at least 1".into()));
         }
-        Ok(Self { model, cache: model.new_cache(context), tokens: Vec::new() })
+        Ok(Self { model, cache: model.new_cache(context), tokens: Vec::with_capacity(context) })
     }
 
     pub fn model(&self) -> &'m Llama {
@@ -34,14 +34,16 @@ impl<'m> Session<'m> {
         self.cache.capacity()
     }
 
-    /// Makes the cache hold exactly `prompt` and returns the logits after its last token. The
-    /// longest prefix already in the cache is reused, so a chat turn only prefills what is new.
+    /// Makes the cache hold exactly `prompt` and writes the logits after its last token into
+    /// `logits` (its memory is reused). The longest prefix already in the cache is reused, so a
+    /// chat turn only prefills what is new.
     pub fn prefill(
         &mut self,
         prompt: &[u32],
         policy: &mut dyn SkipPolicy,
         counts: &mut BlockCounts,
-    ) -> Result<Vec<f32>> {
+        logits: &mut Vec<f32>,
+    ) -> Result<()> {
         if prompt.is_empty() {
             return Err(Error::InvalidArgument("the prompt is empty".into()));
         }
@@ -53,21 +55,22 @@ impl<'m> Session<'m> {
         let start = common.min(prompt.len() - 1);
         self.tokens.truncate(start);
         let step = Step { tokens: &prompt[start..], pos: start, phase: Phase::Prefill, all_logits: false };
-        let logits = self.model.forward(step, &mut self.cache, policy, counts)?;
+        self.model.forward_into(step, &mut self.cache, policy, counts, logits)?;
         self.tokens.extend_from_slice(&prompt[start..]);
-        Ok(logits)
+        Ok(())
     }
 
-    /// Feeds one generated token and returns the logits for the next.
+    /// Feeds one generated token and writes the logits for the next into `logits`.
     pub fn decode(
         &mut self,
         token: u32,
         policy: &mut dyn SkipPolicy,
         counts: &mut BlockCounts,
-    ) -> Result<Vec<f32>> {
+        logits: &mut Vec<f32>,
+    ) -> Result<()> {
         let step = Step { tokens: &[token], pos: self.tokens.len(), phase: Phase::Decode, all_logits: false };
-        let logits = self.model.forward(step, &mut self.cache, policy, counts)?;
+        self.model.forward_into(step, &mut self.cache, policy, counts, logits)?;
         self.tokens.push(token);
-        Ok(logits)
+        Ok(())
     }
 }

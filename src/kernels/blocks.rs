@@ -1,9 +1,9 @@
 //! Block formats (ggml layout) and activation quantisation.
 //!
-//! Weights stay in the file's bytes: Q4_1 blocks are `{d: f16, m: f16, qs: [u8; 16]}` (value
-//! `j` is `(qs[j] & 15)·d + m`, value `j + 16` is `(qs[j] >> 4)·d + m`), Q8_0 blocks are
-//! `{d: f16, qs: [i8; 32]}`, Q4_0 blocks are `{d: f16, qs: [u8; 16]}` (value `j` is
-//! `((qs[j] & 15) − 8)·d`, value `j + 16` is `((qs[j] >> 4) − 8)·d`). Activations are quantised
+//! Weights stay in the file's bytes: Q4_0 blocks are `{d: f16, qs: [u8; 16]}` (value `j` is
+//! `((qs[j] & 15) − 8)·d`, value `j + 16` is `((qs[j] >> 4) − 8)·d`), Q4_1 blocks are
+//! `{d: f16, m: f16, qs: [u8; 16]}` (value `j` is `(qs[j] & 15)·d + m`, value `j + 16` is
+//! `(qs[j] >> 4)·d + m`), Q8_0 blocks are `{d: f16, qs: [i8; 32]}`. Activations are quantised
 //! per 32 values to 8 bits; their scales are kept as f32 holding the f16-rounded value, which is
 //! what ggml's products use.
 
@@ -72,6 +72,26 @@ pub fn hsum8(acc: &[f32; 8]) -> f32 {
     (a[0] + a[2]) + (a[1] + a[3])
 }
 
+/// Dot product of one Q4_0 weight row (`blocks` × 18 bytes) with Q8_0 activations: lane `k`
+/// accumulates `fma(d_w·d_a, Σ_{i=4k}^{4k+3} (q_i − 8)·a_i, acc_k)` per block (the definition
+/// the SIMD kernels of every architecture reproduce).
+pub fn dot_q4_0_q8_0(row: &[u8], act: &[BlockQ8_0]) -> f32 {
+    let mut acc = [0f32; 8];
+    for (w, a) in row.chunks_exact(Q4_0_BYTES).zip(act) {
+        let dd = f16_at(w, 0) * a.d;
+        let qs = &w[2..18];
+        for (lane, acc) in acc.iter_mut().enumerate() {
+            let mut sum = 0i32;
+            for i in lane * 4..lane * 4 + 4 {
+                let q = if i < 16 { qs[i] & 0x0F } else { qs[i - 16] >> 4 };
+                sum += (i32::from(q) - 8) * i32::from(a.qs[i]);
+            }
+            *acc = dd.mul_add(sum as f32, *acc);
+        }
+    }
+    hsum8(&acc)
+}
+
 /// Dot product of one Q4_1 weight row (`blocks` × 20 bytes) with Q8_1 activations.
 pub fn dot_q4_1_q8_1(row: &[u8], act: &[BlockQ8_1]) -> f32 {
     let mut acc = [0f32; 8];
@@ -103,24 +123,6 @@ pub fn dot_q8_0_q8_0(row: &[u8], act: &[BlockQ8_0]) -> f32 {
             let mut sum = 0i32;
             for i in lane * 4..lane * 4 + 4 {
                 sum += i32::from(qs[i] as i8) * i32::from(a.qs[i]);
-            }
-            *acc = dd.mul_add(sum as f32, *acc);
-        }
-    }
-    hsum8(&acc)
-}
-
-/// Dot product of one Q4_0 weight row (`blocks` × 18 bytes) with Q8_0 activations.
-pub fn dot_q4_0_q8_0(row: &[u8], act: &[BlockQ8_0]) -> f32 {
-    let mut acc = [0f32; 8];
-    for (w, a) in row.chunks_exact(Q4_0_BYTES).zip(act) {
-        let dd = f16_at(w, 0) * a.d;
-        let qs = &w[2..18];
-        for (lane, acc) in acc.iter_mut().enumerate() {
-            let mut sum = 0i32;
-            for i in lane * 4..lane * 4 + 4 {
-                let q = if i < 16 { qs[i] & 0x0F } else { qs[i - 16] >> 4 };
-                sum += (i32::from(q) - 8) * i32::from(a.qs[i]);
             }
             *acc = dd.mul_add(sum as f32, *acc);
         }

@@ -112,10 +112,25 @@ impl Format for Q4_0 {
 }
 
 /// The f16 at `p` as f32 (exact).
+///
+/// # Safety
+/// `p` points at 2 readable bytes.
 #[inline(always)]
-unsafe fn f16_at(p: *const u8) -> f32 {
+pub(super) unsafe fn f16_at(p: *const u8) -> f32 {
     let h = vreinterpret_f16_u16(vdup_n_u16(p.cast::<u16>().read_unaligned()));
     vgetq_lane_f32::<0>(vcvt_f32_f16(h))
+}
+
+/// The 8 lanes of two accumulators (lanes 0-3, then 4-7), for `hsum8`.
+#[inline(always)]
+pub(super) fn lanes(acc: [float32x4_t; 2]) -> [f32; 8] {
+    let mut lanes = [0f32; 8];
+    // SAFETY: `lanes` has room for the 8 values.
+    unsafe {
+        vst1q_f32(lanes.as_mut_ptr(), acc[0]);
+        vst1q_f32(lanes.as_mut_ptr().add(4), acc[1]);
+    }
+    lanes
 }
 
 /// Lane `k`: `Σ_{i=4k}^{4k+3} q_i·a_i` over the 16 bytes (exact, see the header).
@@ -166,10 +181,7 @@ unsafe fn tile<F: Format, const R: usize, const C: usize>(
     }
     for r in 0..R {
         for c in 0..C {
-            let mut lanes = [0f32; 8];
-            vst1q_f32(lanes.as_mut_ptr(), acc[r][c][0]);
-            vst1q_f32(lanes.as_mut_ptr().add(4), acc[r][c][1]);
-            out[r][c] = F::finish(hsum8(&lanes), summs[r][c]);
+            out[r][c] = F::finish(hsum8(&lanes(acc[r][c])), summs[r][c]);
         }
     }
 }

@@ -5,7 +5,7 @@ use std::cell::RefCell;
 use crate::kernels::pool::{self, DisjointOut};
 use crate::model::config::Config;
 use crate::model::kv_cache::KvElement;
-use crate::model::numerics::{dot_f16_gemm, dot_f16_vec, softmax, WeightedSum};
+use crate::model::numerics::{softmax, CacheValues, WeightedSum};
 
 /// llama.cpp pads the number of cache positions one attention step reads to a multiple of
 /// this. The padding has weight 0, but it decides where ggml's dot product over positions
@@ -31,40 +31,59 @@ impl Rope {
         }
     }
 
-    /// Rotates the consecutive pairs `(x[2i], x[2i+1])` of every head of one row at `pos`.
-    /// GGUF llama weights are permuted at conversion so that this interleaved form is exact.
-    /// The angle is built by repeated multiplication, `θ_{i+1} = θ_i · scale`, and the rotation
-    /// uses one fused multiply-add per output, as ggml's compiled code does, so the rounding
-    /// matches the peer engine.
-    pub fn apply(&self, row: &mut [f32], head_dim: usize, pos: usize) {
-        let mut sin_cos = Vec::with_capacity(self.half);
-        let mut theta = pos as f32;
-        for i in 0..self.half {
-            let ff = self.freq_factors.as_ref().map_or(1.0, |f| f[i]);
-            sin_cos.push((theta / ff).sin_cos());
-            theta *= self.theta_scale;
+    /// The `(sin, cos)` of every pair's angle at positions `pos0..pos0 + rows`, row after row:
+    /// computed once per step and shared by every layer's Q and K.
+    pub fn angles(&self, pos0: usize, rows: usize, out: &mut Vec<(f32, f32)>) {
+        out.clear();
+        for pos in pos0..pos0 + rows {
+            let mut theta = pos as f32;
+            for i in 0..self.half {
+                let ff = self.freq_factors.as_ref().map_or(1.0, |f| f[i]);
+                out.push((theta / ff).sin_cos());
+                theta *= self.theta_scale;
+            }
         }
-        for head in row.chunks_exact_mut(head_dim) {
-            for (i, (sin, cos)) in sin_cos.iter().enumerate() {
-                let (a, b) = (head[2 * i], head[2 * i + 1]);
-                head[2 * i] = a.mul_add(*cos, -(b * sin));
-                head[2 * i + 1] = a.mul_add(*sin, b * cos);
+    }
+
+    /// Rotates the consecutive pairs `(x[2i], x[2i+1])` of every head of each row of `x` by
+    /// the row's `angles` (from [`Rope::angles`]). GGUF llama weights are permuted at
+    /// conversion so that this interleaved form is exact. The angle is built by repeated
+    /// multiplication, `θ_{i+1} = θ_i · scale`, and the rotation uses one fused multiply-add
+    /// per output, as ggml's compiled code does, so the rounding matches the peer engine.
+    pub fn apply(&self, x: &mut [f32], row_len: usize, head_dim: usize, angles: &[(f32, f32)]) {
+        for (row, sin_cos) in x.chunks_exact_mut(row_len).zip(angles.chunks_exact(self.half)) {
+            for head in row.chunks_exact_mut(head_dim) {
+                for (i, (sin, cos)) in sin_cos.iter().enumerate() {
+                    let (a, b) = (head[2 * i], head[2 * i + 1]);
+                    head[2 * i] = a.mul_add(*cos, -(b * sin));
+                    head[2 * i + 1] = a.mul_add(*sin, b * cos);
+                }
             }
         }
     }
 }
 
 /// Causal attention of `rows` query rows at positions `pos0..pos0+rows` over the cached keys and
-/// values of positions `0..pos0+rows`. Query head `h` reads KV head `h / group_size`.
+/// values of positions `0..pos0+rows`, in a cache of `context` positions. Query head `h` reads
+/// KV head `h / group_size`.
 ///
 /// `out[s, h] = Σ_t softmax_t(q[s,h]·k[t] / √d) · v[t]`, for `t ≤ pos0 + s`.
 ///
 /// Rounded as llama.cpp's CPU path rounds it: the query and the attention weights are rounded
 /// to the cache's precision before they meet it, and the dot products sum in the order of
 /// ggml's vector dot product for one row, or of its matrix kernel (tinyBLAS) for a batch.
-pub fn attend<T: KvElement>(cfg: &Config, q: &[f32], keys: &[T], values: &[T], pos0: usize) -> Vec<f32> {
-    let (hd, q_dim) = (cfg.head_dim, cfg.q_dim());
-    let rows = q.len() / q_dim;
+pub fn attend<T: KvElement + CacheValues>(
+    cfg: &Config,
+    q: &[f32],
+    keys: &[T],
+    values: &[T],
+    pos0: usize,
+    context: usize,
+    out: &mut [f32],
+) {
+    if T::direct() {
+        return Shape { cfg, context, keys, values, pos0 }.run::<T>(q, out);
+    }
     KV_F32.with(|kv| {
         let (keys_f32, values_f32) = &mut *kv.borrow_mut();
         // The buffers keep their length from the previous call (one position shorter at
@@ -73,38 +92,68 @@ pub fn attend<T: KvElement>(cfg: &Config, q: &[f32], keys: &[T], values: &[T], p
         values_f32.resize(values.len(), 0.0);
         T::load_slice(keys, keys_f32);
         T::load_slice(values, values_f32);
-        let shape = Shape {
-            cfg,
-            n_kv: (pos0 + rows).next_multiple_of(KV_PAD),
+        Shape { cfg, context, keys: &keys_f32[..], values: &values_f32[..], pos0 }.run::<T>(q, out);
+    })
+}
+
+/// The cache one attention call reads, as `E` values.
+struct Shape<'a, E> {
+    cfg: &'a Config,
+    /// Positions the cache can hold.
+    context: usize,
+    keys: &'a [E],
+    values: &'a [E],
+    pos0: usize,
+}
+
+impl<E: CacheValues> Shape<'_, E> {
+    /// Every (query row, head) of `q` into `out`; `T` is the cache's precision.
+    fn run<T: KvElement>(&self, q: &[f32], out: &mut [f32]) {
+        let (cfg, hd, q_dim) = (self.cfg, self.cfg.head_dim, self.cfg.q_dim());
+        let rows = q.len() / q_dim;
+        let sums = Sums {
+            n_kv: (self.pos0 + rows).next_multiple_of(KV_PAD),
             gemm: rows > 1 && hd % 16 == 0,
-            keys: keys_f32,
-            values: values_f32,
-            pos0,
         };
-        let mut out = vec![0f32; q.len()];
-        let heads = DisjointOut::new(&mut out);
+        let heads = DisjointOut::new(out);
         // One task per (query row, head): each reads the whole cache of its KV head.
         pool::parallel_for(rows * cfg.n_heads, &|task| {
             let (s, h) = (task / cfg.n_heads, task % cfg.n_heads);
             let q_head = &q[s * q_dim + h * hd..][..hd];
             // SAFETY: task (s, h) is the only writer of its head's slice.
             let out_head = unsafe { heads.part(s * q_dim + h * hd, hd) };
-            SCRATCH.with(|scratch| shape.head::<T>(s, h, q_head, out_head, &mut scratch.borrow_mut()));
+            SCRATCH.with(|scratch| self.head::<T>(sums, s, h, q_head, out_head, &mut scratch.borrow_mut()));
         });
-        out
-    })
+    }
+
+    /// Query head `h` of row `s`: softmax(q·k / √d) · v over positions `0..=pos0 + s`.
+    fn head<T: KvElement>(&self, sums: Sums, s: usize, h: usize, q: &[f32], out: &mut [f32], scratch: &mut Scratch) {
+        let (hd, kv_dim) = (self.cfg.head_dim, self.cfg.kv_dim());
+        let kv_off = (h / self.cfg.group_size()) * hd;
+        let scale = 1.0 / (hd as f32).sqrt();
+        let dot = if sums.gemm { E::dot_gemm } else { E::dot_vec };
+        scratch.q.clear();
+        scratch.q.extend(q.iter().map(|&x| T::round(x)));
+        let n_ctx = self.pos0 + s + 1;
+        scratch.scores.clear();
+        // Room for the whole context at once: no reallocation as the sequence grows.
+        scratch.scores.reserve(self.context);
+        scratch.scores.extend((0..n_ctx).map(|t| dot(&scratch.q, &self.keys[t * kv_dim + kv_off..][..hd]) * scale));
+        softmax(&mut scratch.scores);
+        for w in scratch.scores.iter_mut() {
+            *w = T::round(*w);
+        }
+        scratch.weighted.run(&scratch.scores, sums.n_kv, sums.gemm, self.values, kv_dim, kv_off, out);
+    }
 }
 
-/// What every head of one attention call shares.
-struct Shape<'a> {
-    cfg: &'a Config,
+/// How the sums over positions are ordered, as ggml orders them.
+#[derive(Clone, Copy)]
+struct Sums {
     /// Cache positions the peer engine reads (padded), see [`KV_PAD`].
     n_kv: usize,
     /// Sum in the order of ggml's matrix kernel (a batch) instead of its vector dot product.
     gemm: bool,
-    keys: &'a [f32],
-    values: &'a [f32],
-    pos0: usize,
 }
 
 #[derive(Default)]
@@ -118,24 +167,4 @@ thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
     /// One layer's keys and values as f32, reused across calls.
     static KV_F32: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
-}
-
-impl Shape<'_> {
-    /// Query head `h` of row `s`: softmax(q·k / √d) · v over positions `0..=pos0 + s`.
-    fn head<T: KvElement>(&self, s: usize, h: usize, q: &[f32], out: &mut [f32], scratch: &mut Scratch) {
-        let (hd, kv_dim) = (self.cfg.head_dim, self.cfg.kv_dim());
-        let kv_off = (h / self.cfg.group_size()) * hd;
-        let scale = 1.0 / (hd as f32).sqrt();
-        let dot = if self.gemm { dot_f16_gemm } else { dot_f16_vec };
-        scratch.q.clear();
-        scratch.q.extend(q.iter().map(|&x| T::round(x)));
-        let n_ctx = self.pos0 + s + 1;
-        scratch.scores.clear();
-        scratch.scores.extend((0..n_ctx).map(|t| dot(&scratch.q, &self.keys[t * kv_dim + kv_off..][..hd]) * scale));
-        softmax(&mut scratch.scores);
-        for w in scratch.scores.iter_mut() {
-            *w = T::round(*w);
-        }
-        scratch.weighted.run(&scratch.scores, self.n_kv, self.gemm, self.values, kv_dim, kv_off, out);
-    }
 }

@@ -123,12 +123,8 @@ impl GgufFile {
         Ok(info.shape.dims().to_vec())
     }
 
-    fn info(&self, name: &str) -> Result<&candle_core::quantized::gguf_file::TensorInfo> {
-        self.content.tensor_infos.get(name).ok_or_else(|| Error::MissingTensor(name.to_string()))
-    }
-
-    /// Reads one tensor into candle's storage: the only heap copy of these weights.
-    pub fn tensor(&self, name: &str) -> Result<QTensor> {
+    /// The tensor's description, if its type is one this engine reads.
+    fn supported(&self, name: &str) -> Result<&candle_core::quantized::gguf_file::TensorInfo> {
         let info = self.info(name)?;
         if !SUPPORTED_DTYPES.contains(&info.ggml_dtype) {
             return Err(Error::UnsupportedQuantisation {
@@ -136,6 +132,16 @@ impl GgufFile {
                 dtype: format!("{:?}", info.ggml_dtype),
             });
         }
+        Ok(info)
+    }
+
+    fn info(&self, name: &str) -> Result<&candle_core::quantized::gguf_file::TensorInfo> {
+        self.content.tensor_infos.get(name).ok_or_else(|| Error::MissingTensor(name.to_string()))
+    }
+
+    /// Reads one tensor into candle's storage: the only heap copy of these weights.
+    pub fn tensor(&self, name: &str) -> Result<QTensor> {
+        let info = self.supported(name)?;
         let (start, len) = self.tensor_range(name, info)?;
         let bytes = &self.mmap[start as usize..(start + len) as usize];
         Ok(ggml_file::qtensor_from_ggml(
@@ -148,7 +154,7 @@ impl GgufFile {
 
     /// A tensor's type, shape and bytes, left in the memory-mapped file (no copy).
     pub fn mapped_tensor(&self, name: &str) -> Result<(GgmlDType, Vec<usize>, WeightBytes)> {
-        let info = self.info(name)?;
+        let info = self.supported(name)?;
         let (start, len) = self.tensor_range(name, info)?;
         let bytes = WeightBytes::Mapped { map: Arc::clone(&self.mmap), start: start as usize, len: len as usize };
         Ok((info.ggml_dtype, info.shape.dims().to_vec(), bytes))

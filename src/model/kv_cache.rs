@@ -15,6 +15,8 @@ pub trait KvElement: Copy + Send + Sync + 'static {
     fn load(self) -> f32;
     /// Converts a row to f32 (vectorised for f16: per-element conversion is a call each).
     fn load_slice(src: &[Self], dst: &mut [f32]);
+    /// Whether attention reads the cache as it is (no conversion to f32 first).
+    fn direct() -> bool;
     /// Rounds a value to this precision: what the cache's dot products see.
     fn round(x: f32) -> f32 {
         Self::store(x).load()
@@ -34,6 +36,9 @@ impl KvElement for f32 {
     fn load_slice(src: &[Self], dst: &mut [f32]) {
         dst.copy_from_slice(src);
     }
+    fn direct() -> bool {
+        true
+    }
 }
 
 impl KvElement for f16 {
@@ -49,6 +54,13 @@ impl KvElement for f16 {
     }
     fn load_slice(src: &[Self], dst: &mut [f32]) {
         src.convert_to_f32_slice(dst);
+    }
+    fn direct() -> bool {
+        // With AVX-512 the attention sums convert f16 as they load it.
+        #[cfg(target_arch = "x86_64")]
+        return crate::model::numerics_avx512::available();
+        #[cfg(not(target_arch = "x86_64"))]
+        false
     }
 }
 

@@ -7,7 +7,7 @@ use candle_core::{Device, Module, Tensor};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::kernels::{QuantMatrix, QuantType};
+use crate::kernels::{Combine, QuantMatrix, QuantType, MAX_SHARED};
 use crate::model::gguf::GgufFile;
 
 /// Checks a tensor's shape against the one the metadata implies.
@@ -21,7 +21,7 @@ pub fn check_shape(name: &str, got: &[usize], want: &[usize]) -> Result<()> {
 }
 
 enum Weight {
-    /// Our own kernels (Q4_1, Q8_0).
+    /// Our own kernels (Q4_0, Q4_1, Q8_0, Q4_K, Q6_K).
     Own(QuantMatrix),
     /// Every other type, through candle.
     Candle(QMatMul),
@@ -42,8 +42,11 @@ impl Linear {
         check_shape(name, &dims, &[out_dim, in_dim])?;
         let len = bytes.len();
         let own = match dtype {
+            GgmlDType::Q4_0 => Some(QuantType::Q4_0),
             GgmlDType::Q4_1 => Some(QuantType::Q4_1),
             GgmlDType::Q8_0 => Some(QuantType::Q8_0),
+            GgmlDType::Q4K => Some(QuantType::Q4K),
+            GgmlDType::Q6K => Some(QuantType::Q6K),
             _ => None,
         };
         let weight = match own.and_then(|ty| QuantMatrix::new(ty, bytes, out_dim, in_dim)) {
@@ -68,12 +71,110 @@ impl Linear {
 
     /// `y[r] = W · x[r]` for each of the `rows` rows of `x` (row-major `[rows, in_dim]`).
     pub fn forward(&self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
+        let mut y = vec![0f32; rows * self.out_dim];
+        self.forward_into(x, rows, &mut y)?;
+        Ok(y)
+    }
+
+    /// [`Linear::forward`] into `y` (`rows · out_dim` long).
+    pub fn forward_into(&self, x: &[f32], rows: usize, y: &mut [f32]) -> Result<()> {
         debug_assert_eq!(x.len(), rows * self.in_dim);
         match &self.weight {
-            Weight::Own(m) => Ok(m.forward(x)),
+            Weight::Own(m) => m.forward_into(x, y),
             Weight::Candle(w) => {
                 let x = Tensor::from_slice(x, (rows, self.in_dim), &Device::Cpu)?;
-                Ok(w.forward(&x)?.flatten_all()?.to_vec1::<f32>()?)
+                y.copy_from_slice(&w.forward(&x)?.flatten_all()?.to_vec1::<f32>()?);
+            }
+        }
+        Ok(())
+    }
+
+    /// `ys[i] = ls[i] · x` for matrices that share their input: one hand-off to the worker
+    /// pool when they have the same type, else one product each. Same results either way.
+    pub fn forward_shared(ls: &[&Linear], x: &[f32], rows: usize, ys: &mut [&mut [f32]]) -> Result<()> {
+        let n = ls.len();
+        let own: [Option<&QuantMatrix>; MAX_SHARED] = std::array::from_fn(|i| ls.get(i)?.own());
+        if (1..=MAX_SHARED).contains(&n) && own[..n].iter().all(Option::is_some) {
+            let ms: [&QuantMatrix; MAX_SHARED] = std::array::from_fn(|i| own[i.min(n - 1)].expect("checked"));
+            if QuantMatrix::forward_shared(&ms[..n], x, ys) {
+                return Ok(());
+            }
+        }
+        for (l, y) in ls.iter().zip(ys.iter_mut()) {
+            l.forward_into(x, rows, y)?;
+        }
+        Ok(())
+    }
+
+    /// `out = combine(gate · x, up · x)`, in one hand-off when both use the same kernel type.
+    /// `gate_y` is scratch of `out`'s size.
+    pub fn forward_gated(
+        gate: &Linear,
+        up: &Linear,
+        x: &[f32],
+        rows: usize,
+        gate_y: &mut [f32],
+        out: &mut [f32],
+        combine: Combine,
+    ) -> Result<()> {
+        if let (Some(g), Some(u)) = (gate.own(), up.own()) {
+            if QuantMatrix::forward_gated(g, u, x, gate_y, out, combine) {
+                return Ok(());
+            }
+        }
+        gate.forward_into(x, rows, gate_y)?;
+        up.forward_into(x, rows, out)?;
+        combine(gate_y, out);
+        Ok(())
+    }
+
+    fn own(&self) -> Option<&QuantMatrix> {
+        match &self.weight {
+            Weight::Own(m) => Some(m),
+            Weight::Candle(_) => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::quantized::{gguf_file, QTensor};
+    use std::path::Path;
+
+    /// Writes a GGUF holding one `[rows, cols]` tensor per type (named after the type).
+    fn write_gguf(path: &Path, types: &[GgmlDType], rows: usize, cols: usize) -> Vec<QTensor> {
+        let w: Vec<f32> = (0..rows * cols).map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0).collect();
+        let w = Tensor::from_vec(w, (rows, cols), &Device::Cpu).unwrap();
+        let tensors: Vec<QTensor> = types.iter().map(|&t| QTensor::quantize(&w, t).unwrap()).collect();
+        let names: Vec<String> = types.iter().map(|t| format!("{t:?}")).collect();
+        let named: Vec<(&str, &QTensor)> = names.iter().map(|n| n.as_str()).zip(&tensors).collect();
+        let mut file = std::fs::File::create(path).unwrap();
+        gguf_file::write(&mut file, &[], &named).unwrap();
+        tensors
+    }
+
+    /// Q4_0, Q4_K and Q6_K tensors of a model file go through our kernels (Q5_K still through
+    /// candle), within the kernel tests' tolerance of candle's own product.
+    #[test]
+    fn loads_our_kernels_for_q4_0_and_k_quants() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.gguf");
+        let types = [GgmlDType::Q4_0, GgmlDType::Q4K, GgmlDType::Q6K, GgmlDType::Q5K];
+        let (rows, cols) = (12, 512);
+        let tensors = write_gguf(&path, &types, rows, cols);
+        let gguf = GgufFile::open(&path).unwrap();
+        let x: Vec<f32> = (0..2 * cols).map(|i| ((i * 31 % 97) as f32 / 48.0) - 1.0).collect();
+        for (ty, q) in types.iter().zip(tensors) {
+            let linear = Linear::load(&gguf, &format!("{ty:?}"), rows, cols).unwrap();
+            let own = matches!(linear.weight, Weight::Own(_));
+            assert_eq!(own, *ty != GgmlDType::Q5K, "{ty:?}");
+            let got = linear.forward(&x, 2).unwrap();
+            let xt = Tensor::from_slice(&x, (2, cols), &Device::Cpu).unwrap();
+            let want = QMatMul::from_qtensor(q).unwrap().forward(&xt).unwrap();
+            let want = want.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            for (g, w) in got.iter().zip(&want) {
+                assert!((g - w).abs() < 0.02 * (cols as f32).sqrt(), "{ty:?}: {g} vs {w}");
             }
         }
     }

@@ -7,15 +7,17 @@
 //!
 //! The skip policy decides, layer by layer, whether the FFN (or the whole layer) runs.
 
-use candle_core::{Device, Tensor};
+use std::cell::RefCell;
 
 use crate::error::{Error, Result};
 use crate::model::attention::{attend, Rope};
 use crate::model::config::Config;
 use crate::model::gguf::GgufFile;
 use crate::model::kv_cache::{KvCache, KvPrecision, KvStore};
+use crate::model::linear::Linear;
 use crate::model::ops::{add_assign, cosine, norm, rms_norm, silu_mul};
 use crate::model::weights::{LayerWeights, Weights};
+use crate::model::workspace::Workspace;
 use crate::skip::{LayerPlan, Phase, Saturation, SkipPolicy};
 
 /// One forward step: `tokens` at positions `pos..pos + tokens.len()`.
@@ -98,6 +100,20 @@ impl Llama {
         policy: &mut dyn SkipPolicy,
         counts: &mut BlockCounts,
     ) -> Result<Vec<f32>> {
+        let mut logits = Vec::new();
+        self.forward_into(step, cache, policy, counts, &mut logits)?;
+        Ok(logits)
+    }
+
+    /// [`Llama::forward`] into `logits`, reusing its memory.
+    pub fn forward_into(
+        &self,
+        step: Step,
+        cache: &mut KvCache,
+        policy: &mut dyn SkipPolicy,
+        counts: &mut BlockCounts,
+        logits: &mut Vec<f32>,
+    ) -> Result<()> {
         let cfg = &self.config;
         let rows = step.tokens.len();
         if rows == 0 {
@@ -110,101 +126,121 @@ impl Llama {
             return Err(Error::InvalidArgument(format!("token id {bad} is outside the vocabulary")));
         }
         policy.begin_step(step.phase);
-        let mut x = self.embed(step.tokens)?;
-        let mut previous_ffn_ran = true;
-        for l in 0..cfg.n_layers {
-            let plan = policy.plan(l);
-            let ffn_runs = plan == LayerPlan::Full;
-            if !ffn_runs && previous_ffn_ran {
-                counts.ffn_skip_runs += rows as u64;
+        with_workspace(|ws| {
+            ws.prepare(cfg, rows);
+            self.rope.angles(step.pos, rows, &mut ws.rope);
+            for (x, &token) in ws.x.chunks_exact_mut(cfg.dim).zip(step.tokens) {
+                self.weights.token_embd.row(token, x);
             }
-            previous_ffn_ran = ffn_runs;
-            match plan {
-                LayerPlan::Drop => {}
-                LayerPlan::SkipLayerCopyKv => {
-                    self.write_kv(l, &x, step.pos, cache)?;
-                    counts.kv_writes[l] += rows as u64;
+            let last = (rows - 1) * cfg.dim;
+            let mut previous_ffn_ran = true;
+            for l in 0..cfg.n_layers {
+                let plan = policy.plan(l);
+                let ffn_runs = plan == LayerPlan::Full;
+                if !ffn_runs && previous_ffn_ran {
+                    counts.ffn_skip_runs += rows as u64;
                 }
-                plan @ (LayerPlan::Full | LayerPlan::SkipFfn) => {
-                    let wants = policy.wants_saturation(l);
-                    let last = (rows - 1) * cfg.dim;
-                    let layer_input = if wants { x[last..].to_vec() } else { Vec::new() };
-                    // h_mid = x + Attn(RMSNorm_att(x))
-                    self.attention(l, &mut x, step.pos, cache)?;
-                    counts.attention[l] += rows as u64;
-                    counts.kv_writes[l] += rows as u64;
-                    if plan == LayerPlan::Full {
-                        // h_out = h_mid + FFN(RMSNorm_ffn(h_mid))
-                        let delta = self.ffn(l, &x, rows)?;
-                        let h_mid = wants.then(|| x[last..].to_vec());
-                        add_assign(&mut x, &delta);
-                        counts.ffn[l] += rows as u64;
-                        if let Some(h_mid) = h_mid {
-                            policy.observe(l, saturation(&layer_input, &h_mid, &x[last..]));
+                previous_ffn_ran = ffn_runs;
+                match plan {
+                    LayerPlan::Drop => {}
+                    LayerPlan::SkipLayerCopyKv => {
+                        self.write_kv(l, ws, step.pos, cache, false)?;
+                        counts.kv_writes[l] += rows as u64;
+                    }
+                    plan @ (LayerPlan::Full | LayerPlan::SkipFfn) => {
+                        let wants = policy.wants_saturation(l);
+                        if wants {
+                            copy_into(&mut ws.layer_input, &ws.x[last..]);
+                        }
+                        // h_mid = x + Attn(RMSNorm_att(x))
+                        self.attention(l, ws, step.pos, cache)?;
+                        add_assign(&mut ws.x, &ws.delta);
+                        counts.attention[l] += rows as u64;
+                        counts.kv_writes[l] += rows as u64;
+                        if plan == LayerPlan::Full {
+                            // h_out = h_mid + FFN(RMSNorm_ffn(h_mid))
+                            self.ffn(l, ws, rows)?;
+                            if wants {
+                                copy_into(&mut ws.h_mid, &ws.x[last..]);
+                            }
+                            add_assign(&mut ws.x, &ws.delta);
+                            counts.ffn[l] += rows as u64;
+                            if wants {
+                                policy.observe(l, saturation(&ws.layer_input, &ws.h_mid, &ws.x[last..]));
+                            }
                         }
                     }
                 }
             }
-        }
-        let x = if step.all_logits { x } else { x[(rows - 1) * cfg.dim..].to_vec() };
-        let x = rms_norm(&x, &self.weights.output_norm, cfg.rms_eps);
-        self.weights.output.forward(&x, x.len() / cfg.dim)
+            let out_rows = if step.all_logits { rows } else { 1 };
+            let x = &ws.x[(rows - out_rows) * cfg.dim..];
+            let xn = &mut ws.xn[..out_rows * cfg.dim];
+            rms_norm(x, &self.weights.output_norm, cfg.rms_eps, xn);
+            logits.resize(out_rows * cfg.vocab_size, 0.0);
+            self.weights.output.forward_into(xn, out_rows, logits)
+        })
     }
 
-    fn embed(&self, tokens: &[u32]) -> Result<Vec<f32>> {
-        let ids = Tensor::from_slice(tokens, tokens.len(), &Device::Cpu)?;
-        Ok(self.weights.token_embd.embedding(&ids)?.flatten_all()?.to_vec1::<f32>()?)
-    }
-
-    /// Projects K and V of rows `x` (already at layer `l`'s input), applies RoPE to K and stores
-    /// both; returns the normalised input for the query projection.
-    fn write_kv(&self, l: usize, x: &[f32], pos: usize, cache: &mut KvCache) -> Result<Vec<f32>> {
+    /// Normalises the residual into `ws.xn`, projects K and V (and Q into `ws.q` if
+    /// `with_q`), applies RoPE and stores K and V at `pos..`.
+    fn write_kv(&self, l: usize, ws: &mut Workspace, pos: usize, cache: &mut KvCache, with_q: bool) -> Result<()> {
         let (cfg, w) = (&self.config, &self.weights.layers[l]);
-        let rows = x.len() / cfg.dim;
-        let xn = rms_norm(x, &w.attn_norm, cfg.rms_eps);
-        let mut k = w.attn_k.forward(&xn, rows)?;
-        let v = w.attn_v.forward(&xn, rows)?;
-        for (s, k_row) in k.chunks_exact_mut(cfg.kv_dim()).enumerate() {
-            self.rope.apply(k_row, cfg.head_dim, pos + s);
+        let rows = ws.x.len() / cfg.dim;
+        rms_norm(&ws.x, &w.attn_norm, cfg.rms_eps, &mut ws.xn);
+        if with_q {
+            let outs = &mut [&mut ws.q[..], &mut ws.k[..], &mut ws.v[..]];
+            Linear::forward_shared(&[&w.attn_q, &w.attn_k, &w.attn_v], &ws.xn, rows, outs)?;
+            self.rope.apply(&mut ws.q, cfg.q_dim(), cfg.head_dim, &ws.rope);
+        } else {
+            let outs = &mut [&mut ws.k[..], &mut ws.v[..]];
+            Linear::forward_shared(&[&w.attn_k, &w.attn_v], &ws.xn, rows, outs)?;
         }
-        cache.write(l, pos, &k, &v);
-        Ok(xn)
-    }
-
-    /// `x += Attn_l(RMSNorm_att(x))`.
-    fn attention(&self, l: usize, x: &mut [f32], pos: usize, cache: &mut KvCache) -> Result<()> {
-        let (cfg, w) = (&self.config, &self.weights.layers[l]);
-        let rows = x.len() / cfg.dim;
-        let xn = self.write_kv(l, x, pos, cache)?;
-        let mut q = w.attn_q.forward(&xn, rows)?;
-        for (s, q_row) in q.chunks_exact_mut(cfg.q_dim()).enumerate() {
-            self.rope.apply(q_row, cfg.head_dim, pos + s);
-        }
-        let end = (pos + rows) * cfg.kv_dim();
-        let heads = match cache.store() {
-            KvStore::F16(b) => {
-                let (keys, values) = b.get(l, end);
-                attend(cfg, &q, keys, values, pos)
-            }
-            KvStore::F32(b) => {
-                let (keys, values) = b.get(l, end);
-                attend(cfg, &q, keys, values, pos)
-            }
-        };
-        let out = w.attn_output.forward(&heads, rows)?;
-        add_assign(x, &out);
+        self.rope.apply(&mut ws.k, cfg.kv_dim(), cfg.head_dim, &ws.rope);
+        cache.write(l, pos, &ws.k, &ws.v);
         Ok(())
     }
 
-    /// `FFN_l(RMSNorm_ffn(h_mid))`, the SwiGLU block; the caller adds it to the residual.
-    fn ffn(&self, l: usize, h_mid: &[f32], rows: usize) -> Result<Vec<f32>> {
+    /// `ws.delta = Attn_l(RMSNorm_att(x))`; the caller adds it to the residual.
+    fn attention(&self, l: usize, ws: &mut Workspace, pos: usize, cache: &mut KvCache) -> Result<()> {
         let (cfg, w) = (&self.config, &self.weights.layers[l]);
-        let u = rms_norm(h_mid, &w.ffn_norm, cfg.rms_eps);
-        let mut gate = w.ffn_gate.forward(&u, rows)?;
-        let up = w.ffn_up.forward(&u, rows)?;
-        silu_mul(&mut gate, &up);
-        w.ffn_down.forward(&gate, rows)
+        self.write_kv(l, ws, pos, cache, true)?;
+        let rows = ws.x.len() / cfg.dim;
+        let end = (pos + rows) * cfg.kv_dim();
+        match cache.store() {
+            KvStore::F16(b) => {
+                let (keys, values) = b.get(l, end);
+                attend(cfg, &ws.q, keys, values, pos, cache.capacity(), &mut ws.heads);
+            }
+            KvStore::F32(b) => {
+                let (keys, values) = b.get(l, end);
+                attend(cfg, &ws.q, keys, values, pos, cache.capacity(), &mut ws.heads);
+            }
+        }
+        w.attn_output.forward_into(&ws.heads, rows, &mut ws.delta)
     }
+
+    /// `ws.delta = FFN_l(RMSNorm_ffn(h_mid))`, the SwiGLU block; the caller adds it to the
+    /// residual.
+    fn ffn(&self, l: usize, ws: &mut Workspace, rows: usize) -> Result<()> {
+        let (cfg, w) = (&self.config, &self.weights.layers[l]);
+        rms_norm(&ws.x, &w.ffn_norm, cfg.rms_eps, &mut ws.xn);
+        Linear::forward_gated(&w.ffn_gate, &w.ffn_up, &ws.xn, rows, &mut ws.gate, &mut ws.hidden, &silu_mul)?;
+        w.ffn_down.forward_into(&ws.hidden, rows, &mut ws.delta)
+    }
+}
+
+thread_local! {
+    static WORKSPACE: RefCell<Workspace> = RefCell::new(Workspace::default());
+}
+
+/// Runs `f` with this thread's workspace.
+fn with_workspace<R>(f: impl FnOnce(&mut Workspace) -> R) -> R {
+    WORKSPACE.with(|ws| f(&mut ws.borrow_mut()))
+}
+
+fn copy_into(dst: &mut Vec<f32>, src: &[f32]) {
+    dst.clear();
+    dst.extend_from_slice(src);
 }
 
 /// The saturation signals of one row from the layer input `x`, `h_mid` and `h_out`.

@@ -2,13 +2,17 @@
 
 mod attention;
 pub mod config;
+mod embedding;
 pub mod gguf;
 mod kv_cache;
 pub mod linear;
 mod llama;
 mod numerics;
+#[cfg(target_arch = "x86_64")]
+mod numerics_avx512;
 pub mod ops;
 mod weights;
+mod workspace;
 
 pub use config::Config;
 pub use gguf::GgufFile;

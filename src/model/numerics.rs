@@ -8,7 +8,7 @@
 //! `tests/it/reference.rs` check the result against llama.cpp's recorded completions.
 
 /// Lanes of one AVX-512 f32 register.
-const LANES: usize = 16;
+pub const LANES: usize = 16;
 
 /// `e^x` by the vectorised algorithm ggml uses for softmax and SiLU (from Arm's
 /// optimized-routines): `x = n·ln2 + b` with `n` rounded to an integer, a degree-5 polynomial
@@ -50,28 +50,22 @@ pub fn silu(x: f32) -> f32 {
 
 /// The horizontal sum of one register, halving it each step (`_mm512_reduce_add_ps`).
 fn reduce16(v: [f32; LANES]) -> f32 {
-    let mut v = v;
-    let mut width = LANES / 2;
-    while width > 0 {
-        for i in 0..width {
-            v[i] += v[i + width];
-        }
-        width /= 2;
-    }
-    v[0]
+    let v: [f32; 8] = std::array::from_fn(|i| v[i] + v[i + 8]);
+    let v: [f32; 4] = std::array::from_fn(|i| v[i] + v[i + 4]);
+    (v[0] + v[2]) + (v[1] + v[3])
 }
 
 /// `Σ x[i]·y[i]` in the order of ggml's `ggml_vec_dot_f16` (used for one query row): steps of
 /// 64 elements into four 16-lane FMA accumulators, which are added pairwise and reduced; the
 /// elements after the last full step are added one by one in f64. Inputs are f16 values.
-pub fn dot_f16_vec(x: &[f32], y: &[f32]) -> f32 {
+pub fn dot_f16_vec<Y: Copy + Into<f32>>(x: &[f32], y: &[Y]) -> f32 {
     const STEP: usize = 4 * LANES;
     let full = x.len() / STEP * STEP;
     let mut acc = [[0f32; LANES]; 4];
     for (xs, ys) in x[..full].chunks_exact(STEP).zip(y[..full].chunks_exact(STEP)) {
         for (j, acc) in acc.iter_mut().enumerate() {
             for (l, a) in acc.iter_mut().enumerate() {
-                *a = xs[j * LANES + l].mul_add(ys[j * LANES + l], *a);
+                *a = xs[j * LANES + l].mul_add(ys[j * LANES + l].into(), *a);
             }
         }
     }
@@ -80,8 +74,8 @@ pub fn dot_f16_vec(x: &[f32], y: &[f32]) -> f32 {
         let lanes = std::array::from_fn(|l| (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]));
         sum = f64::from(reduce16(lanes));
     }
-    for (a, b) in x[full..].iter().zip(&y[full..]) {
-        sum += f64::from(a * b);
+    for (&a, &b) in x[full..].iter().zip(&y[full..]) {
+        sum += f64::from(a * b.into());
     }
     sum as f32
 }
@@ -89,15 +83,67 @@ pub fn dot_f16_vec(x: &[f32], y: &[f32]) -> f32 {
 /// `Σ x[i]·y[i]` in the order of llamafile's tinyBLAS (ggml's matrix product for several
 /// query rows): one 16-lane FMA accumulator over the whole length, then reduced. The length
 /// is a multiple of 16 (tinyBLAS is only used then).
-pub fn dot_f16_gemm(x: &[f32], y: &[f32]) -> f32 {
+pub fn dot_f16_gemm<Y: Copy + Into<f32>>(x: &[f32], y: &[Y]) -> f32 {
     debug_assert_eq!(x.len() % LANES, 0);
     let mut acc = [0f32; LANES];
     for (xs, ys) in x.chunks_exact(LANES).zip(y.chunks_exact(LANES)) {
         for (l, a) in acc.iter_mut().enumerate() {
-            *a = xs[l].mul_add(ys[l], *a);
+            *a = xs[l].mul_add(ys[l].into(), *a);
         }
     }
     reduce16(acc)
+}
+
+/// What the attention sums read values from: f32 rows, or the f16 KV cache itself (with
+/// AVX-512, `numerics_avx512.rs`; otherwise one conversion per element).
+pub trait CacheValues: Copy + Sync + Into<f32> {
+    fn dot_vec(x: &[f32], y: &[Self]) -> f32 {
+        dot_f16_vec(x, y)
+    }
+    fn dot_gemm(x: &[f32], y: &[Self]) -> f32 {
+        dot_f16_gemm(x, y)
+    }
+    /// `acc[d] = w · v[d] + (first ? 0 : acc[d])`, one FMA per element.
+    fn accumulate(acc: &mut [f32], w: f32, v: &[Self], first: bool) {
+        for (a, &x) in acc.iter_mut().zip(v) {
+            *a = w.mul_add(x.into(), if first { 0.0 } else { *a });
+        }
+    }
+}
+
+impl CacheValues for f32 {}
+
+#[cfg(not(target_arch = "x86_64"))]
+impl CacheValues for half::f16 {}
+
+#[cfg(target_arch = "x86_64")]
+impl CacheValues for half::f16 {
+    fn dot_vec(x: &[f32], y: &[Self]) -> f32 {
+        if super::numerics_avx512::available() {
+            // SAFETY: the CPU has the features.
+            unsafe { super::numerics_avx512::dot_f16_vec(x, y) }
+        } else {
+            dot_f16_vec(x, y)
+        }
+    }
+    fn dot_gemm(x: &[f32], y: &[Self]) -> f32 {
+        if super::numerics_avx512::available() && x.len() % LANES == 0 {
+            // SAFETY: the CPU has the features.
+            unsafe { super::numerics_avx512::dot_f16_gemm(x, y) }
+        } else {
+            dot_f16_gemm(x, y)
+        }
+    }
+    fn accumulate(acc: &mut [f32], w: f32, v: &[Self], first: bool) {
+        if super::numerics_avx512::available() && acc.len() % LANES == 0 {
+            // SAFETY: the CPU has the features.
+            unsafe { super::numerics_avx512::accumulate(acc, w, v, first) }
+        } else {
+            for (a, &x) in acc.iter_mut().zip(v) {
+                *a = w.mul_add(x.to_f32(), if first { 0.0 } else { *a });
+            }
+        }
+    }
 }
 
 /// `out[d] = Σ_t w[t]·v[t][d]`, the attention-weighted sum of value rows, each column summed
@@ -105,20 +151,25 @@ pub fn dot_f16_gemm(x: &[f32], y: &[f32]) -> f32 {
 /// [`dot_f16_gemm`] (`gemm: true`), as ggml's product with the transposed value cache does.
 /// Weights past `w.len()` are zero; `n_kv` only decides where the f64 tail of the `vec` order
 /// begins. Row `t` of `v` is `v[t * stride + offset..][..out.len()]` (f16 values).
+///
+/// The lanes of the emulated registers are rows of `acc`, so every step, the reductions
+/// included, is an element-wise operation on whole rows of columns.
 #[derive(Default)]
 pub struct WeightedSum {
-    /// `acc[(t % period) * cols + d]`: one FMA accumulator per (lane, column).
+    /// `acc[lane * cols + d]`: one FMA accumulator per (lane, column).
     acc: Vec<f32>,
+    /// The f64 tail sums, one per column.
+    tail: Vec<f64>,
 }
 
 impl WeightedSum {
     #[allow(clippy::too_many_arguments)]
-    pub fn run(
+    pub fn run<V: CacheValues>(
         &mut self,
         w: &[f32],
         n_kv: usize,
         gemm: bool,
-        v: &[f32],
+        v: &[V],
         stride: usize,
         offset: usize,
         out: &mut [f32],
@@ -130,38 +181,50 @@ impl WeightedSum {
         if self.acc.len() < period * cols {
             self.acc.resize(period * cols, 0.0);
         }
+        let acc = &mut self.acc[..period * cols];
         let vector_end = w.len().min(full);
-        // Lanes are started by their first position (an FMA onto 0) rather than zeroed, and
-        // lanes no position reached count as 0 below: no memset per call.
+        // A lane starts with its first position's product (an FMA onto 0); lanes no position
+        // reaches hold 0.
         let started = vector_end.min(period);
-        for (t, &wt) in w[..vector_end].iter().enumerate() {
-            let acc = &mut self.acc[(t % period) * cols..][..cols];
-            let first = t < started;
-            for (a, x) in acc.iter_mut().zip(row(t)) {
-                *a = wt.mul_add(*x, if first { 0.0 } else { *a });
-            }
+        for (t, &wt) in w[..started].iter().enumerate() {
+            V::accumulate(&mut acc[t * cols..][..cols], wt, row(t), true);
         }
-        let acc = |l: usize, d: usize| if l < started { self.acc[l * cols + d] } else { 0.0 };
-        for (d, o) in out.iter_mut().enumerate() {
-            let lanes: [f32; LANES] = if gemm {
-                std::array::from_fn(|l| acc(l, d))
-            } else {
-                std::array::from_fn(|l| {
-                    (acc(l, d) + acc(2 * LANES + l, d)) + (acc(LANES + l, d) + acc(3 * LANES + l, d))
-                })
-            };
-            *o = if full > 0 { reduce16(lanes) } else { 0.0 };
+        acc[started * cols..].fill(0.0);
+        for (t, &wt) in w.iter().enumerate().take(vector_end).skip(started) {
+            V::accumulate(&mut acc[(t % period) * cols..][..cols], wt, row(t), false);
+        }
+        if full == 0 {
+            out.fill(0.0);
+        } else {
+            if !gemm {
+                // Four registers into one: lane l = (r0 + r2) + (r1 + r3).
+                let (r0, rest) = acc.split_at_mut(LANES * cols);
+                let (r1, rest) = rest.split_at_mut(LANES * cols);
+                let (r2, r3) = rest.split_at_mut(LANES * cols);
+                for (((a0, a1), a2), a3) in r0.iter_mut().zip(&*r1).zip(&*r2).zip(&*r3) {
+                    *a0 = (*a0 + *a2) + (*a1 + *a3);
+                }
+            }
+            // `reduce16`, column by column: lanes i += lanes i + width.
+            for width in [8, 4, 2, 1] {
+                let (low, high) = acc.split_at_mut(width * cols);
+                for (a, b) in low.iter_mut().zip(&high[..width * cols]) {
+                    *a += *b;
+                }
+            }
+            out.copy_from_slice(&acc[..cols]);
         }
         if vector_end < w.len() {
             // The f64 tail of `ggml_vec_dot_f16`, position by position.
-            let mut sum: Vec<f64> = out.iter().map(|&o| f64::from(o)).collect();
+            self.tail.clear();
+            self.tail.extend(out.iter().map(|&o| f64::from(o)));
             for (t, &wt) in w.iter().enumerate().skip(vector_end) {
-                for (s, x) in sum.iter_mut().zip(row(t)) {
-                    *s += f64::from(wt * x);
+                for (s, &x) in self.tail.iter_mut().zip(row(t)) {
+                    *s += f64::from(wt * x.into());
                 }
             }
-            for (o, s) in out.iter_mut().zip(sum) {
-                *o = s as f32;
+            for (o, s) in out.iter_mut().zip(&self.tail) {
+                *o = *s as f32;
             }
         }
     }
@@ -229,13 +292,16 @@ mod tests {
         let cols = 8;
         let n = 150;
         let v: Vec<f32> = (0..n * cols).map(|i| ((i * 37 % 101) as f32 - 50.0) / 64.0).collect();
-        let w: Vec<f32> = (0..n).map(|i| ((i * 13 % 17) as f32) / 128.0).collect();
-        for (gemm, n_kv) in [(false, 192), (false, 160), (true, 160)] {
-            let mut ws = WeightedSum::default();
+        let mut ws = WeightedSum::default();
+        // Long and short weight vectors (lanes no position reaches), reusing one accumulator.
+        for (len, gemm, n_kv) in
+            [(150, false, 192), (150, false, 160), (150, true, 160), (20, false, 64), (20, false, 32), (20, true, 32)]
+        {
+            let w: Vec<f32> = (0..len).map(|i| ((i * 13 % 17) as f32) / 128.0).collect();
             let mut out = vec![0f32; cols - 2];
             ws.run(&w, n_kv, gemm, &v, cols, 2, &mut out);
             for d in 0..cols - 2 {
-                let mut col: Vec<f32> = (0..n).map(|t| v[t * cols + 2 + d]).collect();
+                let mut col: Vec<f32> = (0..len).map(|t| v[t * cols + 2 + d]).collect();
                 let mut wp = w.clone();
                 col.resize(n_kv, 0.0);
                 wp.resize(n_kv, 0.0);

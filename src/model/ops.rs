@@ -3,8 +3,7 @@
 use crate::model::numerics;
 
 /// `out = x / sqrt(mean(x²) + eps) * w`, for each row of `x`.
-pub fn rms_norm(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
-    let mut out = vec![0f32; x.len()];
+pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     for (row, out_row) in x.chunks_exact(w.len()).zip(out.chunks_exact_mut(w.len())) {
         // Sum of squares in f64, as ggml does.
         let mean_sq = row.iter().map(|&v| f64::from(v * v)).sum::<f64>() / w.len() as f64;
@@ -13,13 +12,12 @@ pub fn rms_norm(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
             *o = v * scale * wi;
         }
     }
-    out
 }
 
-/// SwiGLU gate: `gate[i] = silu(gate[i]) * up[i]`, with `silu(g) = g / (1 + e^-g)`.
-pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
-    for (g, u) in gate.iter_mut().zip(up) {
-        *g = numerics::silu(*g) * u;
+/// SwiGLU: `up[i] = silu(gate[i]) * up[i]`, with `silu(g) = g / (1 + e^-g)`.
+pub fn silu_mul(gate: &[f32], up: &mut [f32]) {
+    for (u, g) in up.iter_mut().zip(gate) {
+        *u *= numerics::silu(*g);
     }
 }
 
@@ -54,8 +52,9 @@ mod tests {
 
     #[test]
     fn rms_norm_of_constant_row_is_weight() {
-        let out = rms_norm(&[2.0, 2.0, 2.0, 2.0], &[1.0, 0.5, 2.0, 1.0], 0.0);
-        assert_eq!(out, vec![1.0, 0.5, 2.0, 1.0]);
+        let mut out = [0.0; 4];
+        rms_norm(&[2.0, 2.0, 2.0, 2.0], &[1.0, 0.5, 2.0, 1.0], 0.0, &mut out);
+        assert_eq!(out, [1.0, 0.5, 2.0, 1.0]);
     }
 
 }

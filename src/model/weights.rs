@@ -1,10 +1,9 @@
 //! The weights of a llama-family model, named after the GGUF tensors
 //! (`blk.{l}.attn_q.weight` ↔ HF `model.layers.{l}.self_attn.q_proj.weight`, and so on).
 
-use candle_core::quantized::QTensor;
-
 use crate::error::Result;
 use crate::model::config::Config;
+use crate::model::embedding::Embedding;
 use crate::model::gguf::GgufFile;
 use crate::model::linear::{check_shape, Linear};
 
@@ -35,7 +34,7 @@ impl LayerWeights {
 }
 
 pub struct Weights {
-    pub token_embd: QTensor,
+    pub token_embd: Embedding,
     pub layers: Vec<LayerWeights>,
     pub output_norm: Vec<f32>,
     pub output: Linear,
@@ -44,7 +43,7 @@ pub struct Weights {
 
 impl Weights {
     pub fn load(gguf: &GgufFile, cfg: &Config) -> Result<Self> {
-        let token_embd = gguf.tensor("token_embd.weight")?;
+        let token_embd = Embedding::load(gguf, "token_embd.weight", cfg.vocab_size, cfg.dim)?;
         let output_name = if cfg.tied_embeddings { "token_embd.weight" } else { "output.weight" };
         let output = Linear::load(gguf, output_name, cfg.vocab_size, cfg.dim)?;
         let layers = (0..cfg.n_layers)

@@ -74,10 +74,11 @@ pub fn feed_window(
 ) -> Result<()> {
     let n_layers = model.config.n_layers;
     let mut session = Session::new(model, Some(window.len()))?;
-    session.prefill(&window[..prefill], policy, &mut BlockCounts::new(n_layers))?;
+    let mut logits = Vec::new();
+    session.prefill(&window[..prefill], policy, &mut BlockCounts::new(n_layers), &mut logits)?;
     for (i, &token) in window[prefill..].iter().enumerate() {
         let mut counts = BlockCounts::new(n_layers);
-        session.decode(token, policy, &mut counts)?;
+        session.decode(token, policy, &mut counts, &mut logits)?;
         on_decode(prefill + i, &counts);
     }
     Ok(())

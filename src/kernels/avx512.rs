@@ -1,0 +1,167 @@
+//! AVX-512 tiles for an even number of weight rows: two rows share each 512-bit register, so
+//! every unpack, integer dot, conversion and FMA serves two rows at once (about half the
+//! instructions of the 256-bit tiles in `avx2.rs`, which are still used for odd remainders).
+//!
+//! A tile walks one row pair from its first block to its last before the next pair, so the
+//! weights stream in as two sequential reads that the prefetchers follow, plus a software
+//! prefetch 1 KiB ahead on each. Interleaving all four rows block by block (the 256-bit tiles'
+//! order) decoded ~10% slower at one thread and up to ~20% at two (`ffnskip bench`, dense);
+//! prefill pays a little for re-preparing each activation block per pair.
+//!
+//! The bits are those of the scalar oracles in `blocks.rs`, for the reasons given in
+//! `avx2.rs`: each 32-bit lane holds one row's exact integer sum of 4 products, and its f32
+//! chain is the oracle's lane chain. Only the place of a lane in the register changes, and
+//! the final reduction reads each row's 8 lanes back in the oracle's order.
+
+use std::arch::x86_64::*;
+
+use super::blocks::{hsum8, BlockQ8_0, BlockQ8_1, Q4_1_BYTES, Q8_0_BYTES};
+
+/// Software prefetch distance along each of the two rows being read, in bytes.
+const PREFETCH_BYTES: usize = 1024;
+
+/// The 16 lanes of `v`.
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn lanes16(v: __m512) -> [f32; 16] {
+    let mut lanes = [0f32; 16];
+    // SAFETY: `lanes` is 16 f32s; storeu has no alignment requirement.
+    unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), v) };
+    lanes
+}
+
+/// Two little-endian 32-bit words as the low lanes of a vector.
+#[target_feature(enable = "avx2")]
+#[inline]
+fn pair_i32(lo: i32, hi: i32) -> __m128i {
+    _mm_set_epi32(0, 0, hi, lo)
+}
+
+/// `out[r][c] = dot_q4_1_q8_1(row r, acts[c])` for the `R` (even) rows starting at `w`.
+///
+/// Register layout of a row pair (r0, r1), in 128-bit quarters: r0's low nibbles (values
+/// 0..16), r1's low nibbles, r0's high nibbles (values 16..32), r1's high nibbles; the
+/// activations are arranged to match (values 0..16 twice, then 16..32 twice). So r0's lanes
+/// k = 0..8 are register lanes 0..4 and 8..12, r1's are 4..8 and 12..16.
+///
+/// # Safety
+/// The CPU must support AVX-512 F/BW/VL/VNNI, F16C and FMA; `w` must hold `R · row_bytes`
+/// bytes with `row_bytes ≥ nb · 20`, and every `acts[c]` at least `nb` blocks.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn tile_q4_1<const R: usize, const C: usize>(
+    w: *const u8,
+    row_bytes: usize,
+    nb: usize,
+    acts: [*const BlockQ8_1; C],
+    out: &mut [[f32; C]; R],
+) {
+    debug_assert_eq!(R % 2, 0);
+    let low = _mm512_set1_epi8(0x0F);
+    // Lanes of r0 take d0 (element 0 of [d0, m0, d1, m1]), lanes of r1 take d1 (element 2).
+    let d_index = _mm512_set_epi32(2, 2, 2, 2, 0, 0, 0, 0, 2, 2, 2, 2, 0, 0, 0, 0);
+    let mut acc = [[_mm512_setzero_ps(); C]; R];
+    // Per pair and activation row: lanes 1 and 3 are the oracle's `m·s` chains of r0 and r1.
+    let mut summs = [[_mm_setzero_ps(); C]; R];
+    for p in 0..R / 2 {
+        for b in 0..nb {
+            let mut aq = [_mm512_setzero_si512(); C];
+            let mut ad = [_mm512_setzero_ps(); C];
+            let mut asum = [_mm_setzero_ps(); C];
+            for c in 0..C {
+                let a = &*acts[c].add(b);
+                let a256 = _mm512_castsi256_si512(_mm256_loadu_si256(a.qs.as_ptr().cast()));
+                aq[c] = _mm512_shuffle_i64x2::<0b01_01_00_00>(a256, a256);
+                ad[c] = _mm512_set1_ps(a.d);
+                asum[c] = _mm_set1_ps(a.s);
+            }
+            let p0 = w.add(2 * p * row_bytes + b * Q4_1_BYTES);
+            let p1 = p0.add(row_bytes);
+            _mm_prefetch::<_MM_HINT_T0>(p0.wrapping_add(PREFETCH_BYTES).cast());
+            _mm_prefetch::<_MM_HINT_T0>(p1.wrapping_add(PREFETCH_BYTES).cast());
+            // [d0, m0, d1, m1], each f16 → f32 (exact).
+            let dm = _mm_cvtph_ps(pair_i32(p0.cast::<i32>().read_unaligned(), p1.cast::<i32>().read_unaligned()));
+            let d = _mm512_permutexvar_ps(d_index, _mm512_castps128_ps512(dm));
+            let x = _mm256_set_m128i(_mm_loadu_si128(p1.add(4).cast()), _mm_loadu_si128(p0.add(4).cast()));
+            let q = _mm512_and_si512(
+                _mm512_inserti64x4::<1>(_mm512_castsi256_si512(x), _mm256_srli_epi16::<4>(x)),
+                low,
+            );
+            for c in 0..C {
+                summs[p][c] = _mm_fmadd_ps(dm, asum[c], summs[p][c]);
+                let s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q, aq[c]);
+                let dd = _mm512_mul_ps(d, ad[c]);
+                acc[p][c] = _mm512_fmadd_ps(dd, _mm512_cvtepi32_ps(s), acc[p][c]);
+            }
+        }
+    }
+    for p in 0..R / 2 {
+        for c in 0..C {
+            let l = lanes16(acc[p][c]);
+            let mut m = [0f32; 4];
+            _mm_storeu_ps(m.as_mut_ptr(), summs[p][c]);
+            let r0 = [l[0], l[1], l[2], l[3], l[8], l[9], l[10], l[11]];
+            let r1 = [l[4], l[5], l[6], l[7], l[12], l[13], l[14], l[15]];
+            out[2 * p][c] = hsum8(&r0) + m[1];
+            out[2 * p + 1][c] = hsum8(&r1) + m[3];
+        }
+    }
+}
+
+/// `out[r][c] = dot_q8_0_q8_0(row r, acts[c])` for the `R` (even) rows starting at `w`; a row
+/// pair's register holds r0's 32 quants, then r1's.
+///
+/// `|w|` (as u8, −128 → 128) times `a` negated where `w < 0` gives the same products as the
+/// 256-bit tiles' sign trick (where `w = 0` both products are 0); activation quants are in
+/// −127..=127, so negating them cannot overflow.
+///
+/// # Safety
+/// As [`tile_q4_1`], with `row_bytes ≥ nb · 34`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn tile_q8_0<const R: usize, const C: usize>(
+    w: *const u8,
+    row_bytes: usize,
+    nb: usize,
+    acts: [*const BlockQ8_0; C],
+    out: &mut [[f32; C]; R],
+) {
+    debug_assert_eq!(R % 2, 0);
+    let d_index = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+    let mut acc = [[_mm512_setzero_ps(); C]; R];
+    for p in 0..R / 2 {
+        for b in 0..nb {
+            let mut aq = [_mm512_setzero_si512(); C];
+            let mut ad = [_mm512_setzero_ps(); C];
+            for c in 0..C {
+                let a = &*acts[c].add(b);
+                aq[c] = _mm512_broadcast_i64x4(_mm256_loadu_si256(a.qs.as_ptr().cast()));
+                ad[c] = _mm512_set1_ps(a.d);
+            }
+            let p0 = w.add(2 * p * row_bytes + b * Q8_0_BYTES);
+            let p1 = p0.add(row_bytes);
+            _mm_prefetch::<_MM_HINT_T0>(p0.wrapping_add(PREFETCH_BYTES).cast());
+            _mm_prefetch::<_MM_HINT_T0>(p1.wrapping_add(PREFETCH_BYTES).cast());
+            let d01 = i32::from(p0.cast::<u16>().read_unaligned())
+                | (i32::from(p1.cast::<u16>().read_unaligned()) << 16);
+            let d = _mm512_permutexvar_ps(d_index, _mm512_castps128_ps512(_mm_cvtph_ps(pair_i32(d01, 0))));
+            let x = _mm512_inserti64x4::<1>(
+                _mm512_castsi256_si512(_mm256_loadu_si256(p0.add(2).cast())),
+                _mm256_loadu_si256(p1.add(2).cast()),
+            );
+            let ax = _mm512_abs_epi8(x);
+            let negative = _mm512_movepi8_mask(x);
+            for c in 0..C {
+                let aw = _mm512_mask_sub_epi8(aq[c], negative, _mm512_setzero_si512(), aq[c]);
+                let s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), ax, aw);
+                let dd = _mm512_mul_ps(d, ad[c]);
+                acc[p][c] = _mm512_fmadd_ps(dd, _mm512_cvtepi32_ps(s), acc[p][c]);
+            }
+        }
+    }
+    for p in 0..R / 2 {
+        for c in 0..C {
+            let l = lanes16(acc[p][c]);
+            out[2 * p][c] = hsum8(&l[..8].try_into().expect("8 lanes"));
+            out[2 * p + 1][c] = hsum8(&l[8..].try_into().expect("8 lanes"));
+        }
+    }
+}

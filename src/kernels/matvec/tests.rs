@@ -1,0 +1,307 @@
+//! Bit-identity of every kernel to the scalar oracle, agreement with candle, parallel splits.
+
+use super::*;
+use crate::kernels::blocks::{
+    dot_q4_0_q8_0, dot_q4_1_q8_1, dot_q8_0_q8_0, quantize_q8_0, quantize_q8_1, Q8_0_BYTES,
+};
+use crate::kernels::blocks_k::{dot_q4_k_q8_k, dot_q6_k_q8_k, quantize_q8_k};
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{Device, Module, Tensor};
+
+fn random(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed;
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((s >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// Our kernels against candle's dequantise-and-matmul on random data, odd shapes included.
+#[test]
+fn matches_candle_dequantized_product() {
+    for (ty, dtype) in [
+        (QuantType::Q4_0, GgmlDType::Q4_0),
+        (QuantType::Q4_1, GgmlDType::Q4_1),
+        (QuantType::Q8_0, GgmlDType::Q8_0),
+        (QuantType::Q4K, GgmlDType::Q4K),
+        (QuantType::Q6K, GgmlDType::Q6K),
+    ] {
+        let values = ty.block_values();
+        for (rows, blocks, n) in [(1, 1, 1), (7, 2, 3), (65, 3, 2), (130, 1536 / values, 1)] {
+            let cols = blocks * values;
+            let w = Tensor::from_vec(random(rows * cols, 1), (rows, cols), &Device::Cpu).unwrap();
+            let q = QTensor::quantize(&w, dtype).unwrap();
+            let x = random(n * cols, 2);
+            let got: Vec<Vec<f32>> = Kernel::available()
+                .into_iter()
+                .map(|k| {
+                    let bytes = q.data().unwrap().to_vec();
+                    QuantMatrix::with_kernel(ty, bytes, rows, cols, k).unwrap().forward(&x)
+                })
+                .collect();
+            let reference = QMatMul::Tensor(q.dequantize(&Device::Cpu).unwrap())
+                .forward(&Tensor::from_vec(x.clone(), (n, cols), &Device::Cpu).unwrap())
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            // 8-bit activations: the error is a small fraction of the row's magnitude.
+            let tol = 0.02 * (cols as f32).sqrt();
+            for one in &got {
+                for (g, r) in one.iter().zip(&reference) {
+                    assert!((g - r).abs() < tol, "{ty:?} {rows}x{cols}: {g} vs {r}");
+                }
+                assert_same_bits(one, &got[0], &format!("{ty:?} {rows}x{cols} kernels"));
+            }
+        }
+    }
+}
+
+fn f16_bytes(x: f32) -> [u8; 2] {
+    half::f16::from_f32(x).to_le_bytes()
+}
+
+/// Every weight type with our kernels.
+const TYPES: [QuantType; 5] =
+    [QuantType::Q4_0, QuantType::Q4_1, QuantType::Q8_0, QuantType::Q4K, QuantType::Q6K];
+
+/// A finite f16 scale of either sign: mostly ordinary sizes, sometimes large, subnormal or zero.
+fn scale(v: f32, i: usize) -> [u8; 2] {
+    f16_bytes(match i % 23 {
+        3 => v.signum() * 2.0,
+        7 => v * 1e-6,
+        11 => 0.0,
+        _ => v * 0.05,
+    })
+}
+
+/// Quant bytes: random, except every seventh block at the extremes (all bits set or clear).
+fn quants(n: usize, i: usize, next: &mut impl FnMut() -> f32) -> Vec<u8> {
+    (0..n)
+        .map(|_| {
+            let v = next();
+            match i % 7 {
+                2 => 0x00,
+                5 => 0xFF,
+                _ => (v * 128.0 + 128.0) as u8,
+            }
+        })
+        .collect()
+}
+
+/// One valid weight block of type `ty` (the `i`-th of the matrix).
+fn random_block(ty: QuantType, i: usize, next: &mut impl FnMut() -> f32) -> Vec<u8> {
+    let mut block = Vec::new();
+    match ty {
+        QuantType::Q4_0 => {
+            block.extend(scale(next(), i));
+            block.extend(quants(16, i, next));
+        }
+        QuantType::Q4_1 => {
+            block.extend(scale(next(), i));
+            block.extend(f16_bytes(next() * 0.5));
+            block.extend(quants(16, i, next));
+        }
+        QuantType::Q8_0 => {
+            block.extend(scale(next(), i));
+            block.extend(quants(32, i, next));
+        }
+        QuantType::Q4K => {
+            block.extend(scale(next(), i));
+            block.extend(scale(next(), i + 1)); // dmin
+            block.extend(quants(12, i + 3, next)); // 6-bit scales and mins, all 63 or 0 at times
+            block.extend(quants(128, i, next));
+        }
+        QuantType::Q6K => {
+            block.extend(quants(128, i, next)); // ql
+            block.extend(quants(64, i + 1, next)); // qh
+            // i8 scales, at times alternating between the extremes −128 and 127.
+            let extreme = i % 5 == 1;
+            block.extend(quants(16, i, next).iter().enumerate().map(|(j, &q)| match extreme {
+                true => [0x80, 0x7F][j % 2],
+                false => q,
+            }));
+            block.extend(scale(next(), i));
+        }
+    }
+    assert_eq!(block.len(), ty.block_bytes());
+    block
+}
+
+/// Valid weight bytes: finite f16 scales (of varied sign and size) and arbitrary quants.
+fn random_weights(ty: QuantType, rows: usize, cols: usize, seed: u64) -> Vec<u8> {
+    let blocks = rows * cols / ty.block_values();
+    let vals = random(blocks * (ty.block_bytes() + 4), seed);
+    let mut it = vals.into_iter();
+    let mut next = || it.next().unwrap();
+    (0..blocks).flat_map(|i| random_block(ty, i, &mut next)).collect()
+}
+
+/// Activations with rows of very different magnitudes (one with all quants at ±127), some
+/// exact zeros, and an all-zero first block.
+fn random_acts(ty: QuantType, n: usize, cols: usize, seed: u64) -> Vec<f32> {
+    let mut x = random(n * cols, seed);
+    for (i, v) in x.iter_mut().enumerate() {
+        let row = i / cols;
+        *v = if row % 5 == 4 { v.signum() } else { *v * [1.0, 1e-3, 30.0, 0.7][row % 5] };
+        if i % 37 == 5 {
+            *v = 0.0;
+        }
+    }
+    x[..ty.block_values().min(n * cols)].fill(0.0);
+    x
+}
+
+/// The oracle: one scalar dot per (activation row, weight row).
+fn oracle(ty: QuantType, w: &[u8], rows: usize, cols: usize, x: &[f32]) -> Vec<f32> {
+    let row_bytes = cols / ty.block_values() * ty.block_bytes();
+    let mut y = Vec::new();
+    for xr in x.chunks_exact(cols) {
+        for wr in w.chunks_exact(row_bytes).take(rows) {
+            y.push(match ty {
+                QuantType::Q4_0 => {
+                    let mut a = Vec::new();
+                    quantize_q8_0(xr, &mut a);
+                    dot_q4_0_q8_0(wr, &a)
+                }
+                QuantType::Q4_1 => {
+                    let mut a = Vec::new();
+                    quantize_q8_1(xr, &mut a);
+                    dot_q4_1_q8_1(wr, &a)
+                }
+                QuantType::Q8_0 => {
+                    let mut a = Vec::new();
+                    quantize_q8_0(xr, &mut a);
+                    dot_q8_0_q8_0(wr, &a)
+                }
+                QuantType::Q4K => {
+                    let mut a = Vec::new();
+                    quantize_q8_k(xr, &mut a);
+                    dot_q4_k_q8_k(wr, &a)
+                }
+                QuantType::Q6K => {
+                    let mut a = Vec::new();
+                    quantize_q8_k(xr, &mut a);
+                    dot_q6_k_q8_k(wr, &a)
+                }
+            });
+        }
+    }
+    y
+}
+
+fn assert_same_bits(got: &[f32], want: &[f32], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert_eq!(g.to_bits(), w.to_bits(), "{what}: element {i}: {g} vs {w}");
+    }
+}
+
+/// Every kernel, tile shape and remainder path gives the scalar dot's bits.
+#[test]
+fn kernels_match_scalar_bit_for_bit() {
+    let mut seed = 10;
+    for ty in TYPES {
+        // Realistic rows: 576 and 1536 values (32-blocks), 1536 and 8960 (256-blocks).
+        let realistic = if ty.block_values() == 32 { [18, 48] } else { [6, 35] };
+        for nb in [1, 2, 3].into_iter().chain(realistic) {
+            let cols = nb * ty.block_values();
+            for rows in [1, 3, 4, 5, 9, 64, 131] {
+                for n in [1, 2, 3, 5] {
+                    seed += 1;
+                    let w = random_weights(ty, rows, cols, seed);
+                    let x = random_acts(ty, n, cols, seed + 1000);
+                    let want = oracle(ty, &w, rows, cols, &x);
+                    for kernel in Kernel::available() {
+                        let m = QuantMatrix::with_kernel(ty, w.clone(), rows, cols, kernel)
+                            .unwrap();
+                        let what = format!("{ty:?} {kernel:?} {rows}x{cols} n={n}");
+                        assert_same_bits(&m.forward(&x), &want, &what);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Q8_0 weights at the extremes (−128, −127, 127) against the sign trick.
+#[test]
+fn q8_0_extreme_weights_match_scalar() {
+    let (rows, cols) = (8, 64);
+    let mut w = random_weights(QuantType::Q8_0, rows, cols, 3);
+    for (i, block) in w.chunks_exact_mut(Q8_0_BYTES).enumerate() {
+        for (j, q) in block[2..].iter_mut().enumerate() {
+            *q = [0x80u8, 0x81, 0x7F, 0x00][(i + j) % 4];
+        }
+    }
+    let mut x = random_acts(QuantType::Q8_0, 2, cols, 4);
+    x[cols..].iter_mut().for_each(|v| *v = v.signum()); // quants at ±127
+    let want = oracle(QuantType::Q8_0, &w, rows, cols, &x);
+    for kernel in Kernel::available() {
+        let m = QuantMatrix::with_kernel(QuantType::Q8_0, w.clone(), rows, cols, kernel).unwrap();
+        assert_same_bits(&m.forward(&x), &want, &format!("{kernel:?}"));
+    }
+}
+
+/// Products split into any number of chunks, over the pool: the same bits.
+#[test]
+fn parallel_split_is_bit_identical() {
+    for ty in TYPES {
+        let (rows, cols, n) = (1003, 1536, 3);
+        let w = random_weights(ty, rows, cols, 77);
+        let x = random_acts(ty, n, cols, 78);
+        let want = oracle(ty, &w, rows, cols, &x);
+        let m = QuantMatrix::new(ty, w, rows, cols).unwrap();
+        for tasks in [1, 2, 3, 8] {
+            let got = m.forward_split(&x, tasks);
+            assert_same_bits(&got, &want, &format!("{ty:?} tasks={tasks}"));
+        }
+    }
+}
+
+/// A row length that is not a whole number of blocks, or a byte count that does not match.
+#[test]
+fn rejects_inconsistent_sizes() {
+    for ty in TYPES {
+        let (values, bytes) = (ty.block_values(), ty.block_bytes());
+        assert!(QuantMatrix::new(ty, vec![0; 3 * bytes], 3, values).is_some(), "{ty:?}");
+        assert!(QuantMatrix::new(ty, vec![0; bytes], 1, values + 1).is_none(), "{ty:?}");
+        assert!(QuantMatrix::new(ty, vec![0; bytes], 1, values / 2).is_none(), "{ty:?}");
+        assert!(QuantMatrix::new(ty, vec![0; 3 * bytes - 1], 3, values).is_none(), "{ty:?}");
+        assert!(QuantMatrix::new(ty, vec![0; 3 * bytes + 1], 3, values).is_none(), "{ty:?}");
+        assert!(QuantMatrix::new(ty, vec![0; 2 * bytes], 1, values).is_none(), "{ty:?}");
+    }
+}
+
+/// Products sharing their input (Q, K, V) or gated (gate, up) give each single product's bits,
+/// for every type (sizes large enough to go through the pool).
+#[test]
+fn shared_and_gated_products_match_single_ones() {
+    let (cols, n) = (512, 3);
+    for ty in TYPES {
+        let ms: Vec<QuantMatrix> = [(264, 31), (200, 32), (200, 33)]
+            .into_iter()
+            .map(|(rows, seed)| {
+                QuantMatrix::new(ty, random_weights(ty, rows, cols, seed), rows, cols).unwrap()
+            })
+            .collect();
+        let x = random_acts(ty, n, cols, 34);
+        let singles: Vec<Vec<f32>> = ms.iter().map(|m| m.forward(&x)).collect();
+
+        let mut ys: Vec<Vec<f32>> = ms.iter().map(|m| vec![0f32; n * m.rows()]).collect();
+        let mut outs: Vec<&mut [f32]> = ys.iter_mut().map(|y| &mut y[..]).collect();
+        assert!(QuantMatrix::forward_shared(&[&ms[0], &ms[1], &ms[2]], &x, &mut outs));
+        for (i, (y, single)) in ys.iter().zip(&singles).enumerate() {
+            assert_same_bits(y, single, &format!("{ty:?} shared {i}"));
+        }
+
+        let product = |g: &[f32], u: &mut [f32]| u.iter_mut().zip(g).for_each(|(u, g)| *u *= g);
+        let (mut gate_y, mut out) = (vec![0f32; n * 200], vec![0f32; n * 200]);
+        assert!(QuantMatrix::forward_gated(&ms[1], &ms[2], &x, &mut gate_y, &mut out, &product));
+        let want: Vec<f32> = singles[1].iter().zip(&singles[2]).map(|(g, u)| u * g).collect();
+        assert_same_bits(&out, &want, &format!("{ty:?} gated"));
+    }
+}
