@@ -39,10 +39,10 @@ pub struct CalibrateArgs {
 const MAX_MEASUREMENTS: usize = 8;
 
 pub fn run(args: CalibrateArgs) -> Result<()> {
-    if !(args.target_ratio > 0.0 && args.target_ratio < 1.0) {
+    if args.target_ratio.is_nan() || args.target_ratio <= 0.0 || args.target_ratio >= 1.0 {
         bail!("--target-ratio must be in (0, 1), got {}", args.target_ratio);
     }
-    if !(args.tolerance > 0.0) {
+    if args.tolerance.is_nan() || args.tolerance <= 0.0 {
         bail!("--tolerance must be above 0, got {}", args.tolerance);
     }
     let base = base_spec(&args.policy_base)?;

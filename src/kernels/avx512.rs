@@ -48,6 +48,7 @@ fn pair_i32(lo: i32, hi: i32) -> __m128i {
 /// The CPU must support AVX-512 F/BW/VL/VNNI, F16C and FMA; `w` must hold `R · row_bytes`
 /// bytes with `row_bytes ≥ nb · 20`, and every `acts[c]` at least `nb` blocks.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[allow(clippy::needless_range_loop)] // `p` indexes row pairs in several arrays
 pub unsafe fn tile_q4_1<const R: usize, const C: usize>(
     w: *const u8,
     row_bytes: usize,
@@ -117,6 +118,7 @@ pub unsafe fn tile_q4_1<const R: usize, const C: usize>(
 /// # Safety
 /// As [`tile_q4_1`], with `row_bytes ≥ nb · 34`.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[allow(clippy::needless_range_loop)] // `p` indexes row pairs in several arrays
 pub unsafe fn tile_q8_0<const R: usize, const C: usize>(
     w: *const u8,
     row_bytes: usize,

@@ -119,11 +119,8 @@ pub fn dot_q8_0_q8_0(row: &[u8], act: &[BlockQ8_0]) -> f32 {
     for (w, a) in row.chunks_exact(Q8_0_BYTES).zip(act) {
         let dd = f16_at(w, 0) * a.d;
         let qs = &w[2..34];
-        for (lane, acc) in acc.iter_mut().enumerate() {
-            let mut sum = 0i32;
-            for i in lane * 4..lane * 4 + 4 {
-                sum += i32::from(qs[i] as i8) * i32::from(a.qs[i]);
-            }
+        for ((acc, q), x) in acc.iter_mut().zip(qs.chunks_exact(4)).zip(a.qs.chunks_exact(4)) {
+            let sum: i32 = q.iter().zip(x).map(|(&q, &x)| i32::from(q as i8) * i32::from(x)).sum();
             *acc = dd.mul_add(sum as f32, *acc);
         }
     }

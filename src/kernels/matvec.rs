@@ -49,8 +49,8 @@ pub enum Kernel {
     /// AVX2 + FMA + F16C (`avx2.rs`).
     #[cfg(target_arch = "x86_64")]
     Avx2,
-    /// AVX-512 (F, BW, VL, VNNI): two weight rows per 512-bit register (`avx512.rs`), and the
-    /// 256-bit tiles with `vpdpbusd` for odd remainders.
+    /// AVX-512 (F, BW, VL, VNNI): for Q4_1 and Q8_0, two weight rows per 512-bit register
+    /// (`avx512.rs`); otherwise, and for odd remainders, the 256-bit tiles with `vpdpbusd`.
     #[cfg(target_arch = "x86_64")]
     Avx512Vnni,
     /// NEON (`neon.rs`, `neon_k.rs`).

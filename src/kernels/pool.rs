@@ -158,7 +158,7 @@ impl Pool {
         while s.acks.load(Ordering::Acquire) < self.workers.len() {
             std::hint::spin_loop();
             spins = spins.wrapping_add(1);
-            if spins % 1024 == 0 {
+            if spins.is_multiple_of(1024) {
                 // A worker descheduled by another process: let it run.
                 thread::yield_now();
             }
@@ -203,7 +203,7 @@ fn wait_for_generation(s: &Shared, index: usize, seen: usize) -> usize {
         }
         std::hint::spin_loop();
         spins = spins.wrapping_add(1);
-        if spins % 1024 == 0 && start.elapsed() > SPIN_BEFORE_PARK {
+        if spins.is_multiple_of(1024) && start.elapsed() > SPIN_BEFORE_PARK {
             break;
         }
     }

@@ -173,6 +173,7 @@ pub(super) fn run_shared<T: Tiles>(
 /// `out = combine(gate · x, up · x)`, chunk by chunk: each task computes the same weight rows
 /// of both products and combines them while they are in cache. `gate_y` is scratch of the
 /// output's size.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn run_gated<T: Tiles>(
     tiles: T,
     gate: &QuantMatrix,

@@ -41,14 +41,14 @@ impl Config {
         if n_layers == 0 || dim == 0 || n_heads == 0 || n_kv_heads == 0 {
             return Err(Error::Metadata("layer, width and head counts must be positive".into()));
         }
-        if dim % n_heads != 0 || n_heads % n_kv_heads != 0 {
+        if !dim.is_multiple_of(n_heads) || !n_heads.is_multiple_of(n_kv_heads) {
             return Err(Error::Metadata(format!(
                 "inconsistent heads: width {dim}, {n_heads} heads, {n_kv_heads} KV heads"
             )));
         }
         let head_dim = gguf.u64(&key("attention.key_length")).map(|d| d as usize).unwrap_or(dim / n_heads);
         let rope_dim = gguf.u64(&key("rope.dimension_count")).map(|d| d as usize).unwrap_or(head_dim);
-        if rope_dim > head_dim || rope_dim % 2 != 0 {
+        if rope_dim > head_dim || !rope_dim.is_multiple_of(2) {
             return Err(Error::Metadata(format!("rope dimension {rope_dim} does not fit head size {head_dim}")));
         }
         let embd = gguf.tensor_dims("token_embd.weight")?;

@@ -25,7 +25,7 @@ impl Embedding {
     pub fn load(gguf: &GgufFile, name: &str, vocab: usize, dim: usize) -> Result<Self> {
         let (dtype, dims, bytes) = gguf.mapped_tensor(name)?;
         check_shape(name, &dims, &[vocab, dim])?;
-        if dim % dtype.block_size() != 0 {
+        if !dim.is_multiple_of(dtype.block_size()) {
             return Err(Error::Metadata(format!(
                 "tensor '{name}': rows of {dim} values do not split into {dtype:?} blocks"
             )));

@@ -104,7 +104,7 @@ impl GgufFile {
     ) -> Result<(u64, u64)> {
         let elems = info.shape.elem_count();
         let block = info.ggml_dtype.block_size();
-        if elems % block != 0 {
+        if !elems.is_multiple_of(block) {
             return Err(Error::CorruptGguf {
                 path: self.path.clone(),
                 reason: format!("tensor '{name}' has {elems} elements, not a multiple of {block}"),

@@ -127,7 +127,7 @@ impl CacheValues for half::f16 {
         }
     }
     fn dot_gemm(x: &[f32], y: &[Self]) -> f32 {
-        if super::numerics_avx512::available() && x.len() % LANES == 0 {
+        if super::numerics_avx512::available() && x.len().is_multiple_of(LANES) {
             // SAFETY: the CPU has the features.
             unsafe { super::numerics_avx512::dot_f16_gemm(x, y) }
         } else {
@@ -135,7 +135,7 @@ impl CacheValues for half::f16 {
         }
     }
     fn accumulate(acc: &mut [f32], w: f32, v: &[Self], first: bool) {
-        if super::numerics_avx512::available() && acc.len() % LANES == 0 {
+        if super::numerics_avx512::available() && acc.len().is_multiple_of(LANES) {
             // SAFETY: the CPU has the features.
             unsafe { super::numerics_avx512::accumulate(acc, w, v, first) }
         } else {

@@ -65,7 +65,7 @@ pub unsafe fn dot_f16_vec(x: &[f32], y: &[f16]) -> f32 {
 /// [`available`] must be true.
 #[target_feature(enable = "avx512f,f16c,fma")]
 pub unsafe fn dot_f16_gemm(x: &[f32], y: &[f16]) -> f32 {
-    assert!(x.len() == y.len() && x.len() % LANES == 0);
+    assert!(x.len() == y.len() && x.len().is_multiple_of(LANES));
     let mut acc = _mm512_setzero_ps();
     for at in (0..x.len()).step_by(LANES) {
         acc = _mm512_fmadd_ps(_mm512_loadu_ps(x.as_ptr().add(at)), load16(y.as_ptr().add(at)), acc);
@@ -80,7 +80,7 @@ pub unsafe fn dot_f16_gemm(x: &[f32], y: &[f16]) -> f32 {
 /// [`available`] must be true.
 #[target_feature(enable = "avx512f,f16c,fma")]
 pub unsafe fn accumulate(acc: &mut [f32], w: f32, v: &[f16], first: bool) {
-    assert!(acc.len() == v.len() && acc.len() % LANES == 0);
+    assert!(acc.len() == v.len() && acc.len().is_multiple_of(LANES));
     let w = _mm512_set1_ps(w);
     for at in (0..acc.len()).step_by(LANES) {
         let a = acc.as_mut_ptr().add(at);
@@ -100,7 +100,7 @@ mod tests {
             .map(|i| {
                 let k = (i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed.wrapping_mul(40_503));
                 let v = ((k >> 8) % 2001) as f32 / 1000.0 - 1.0;
-                f16::from_f32(if k % 13 == 0 { 0.0 } else { v * [1.0, 30.0, 1e-3][(k % 3) as usize] })
+                f16::from_f32(if k.is_multiple_of(13) { 0.0 } else { v * [1.0, 30.0, 1e-3][(k % 3) as usize] })
             })
             .collect()
     }
