@@ -53,11 +53,14 @@ pub enum Kernel {
     /// (`avx512.rs`); otherwise, and for odd remainders, the 256-bit tiles with `vpdpbusd`.
     #[cfg(target_arch = "x86_64")]
     Avx512Vnni,
+    /// NEON (`neon.rs`, `neon_k.rs`).
+    #[cfg(target_arch = "aarch64")]
+    Neon,
 }
 
 impl Kernel {
-    /// The fastest kernel this CPU supports (`FFNSKIP_KERNEL=scalar|avx2|avx512vnni` picks a
-    /// supported one instead, for comparisons).
+    /// The fastest kernel this CPU supports (`FFNSKIP_KERNEL=scalar|avx2|avx512vnni|neon` picks
+    /// a supported one instead, for comparisons).
     pub fn detect() -> Self {
         static CHOSEN: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
         *CHOSEN.get_or_init(|| {
@@ -76,6 +79,8 @@ impl Kernel {
             Kernel::Avx2 => "avx2",
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx512Vnni => "avx512vnni",
+            #[cfg(target_arch = "aarch64")]
+            Kernel::Neon => "neon",
         }
     }
 
@@ -99,6 +104,10 @@ impl Kernel {
             {
                 all.push(Kernel::Avx512Vnni);
             }
+        }
+        #[cfg(target_arch = "aarch64")]
+        if std::arch::is_aarch64_feature_detected!("neon") {
+            all.push(Kernel::Neon);
         }
         all
     }

@@ -15,6 +15,10 @@ mod avx512;
 pub mod blocks;
 pub mod blocks_k;
 pub mod matvec;
+#[cfg(target_arch = "aarch64")]
+mod neon;
+#[cfg(target_arch = "aarch64")]
+mod neon_k;
 pub mod pool;
 mod product;
 mod tiles;

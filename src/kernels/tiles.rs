@@ -54,6 +54,18 @@ pub(super) trait Tiles: Copy + Sync {
         acts: [*const Self::Act; C],
         out: &mut [[f32; C]; R],
     );
+    /// The NEON tile of this type.
+    ///
+    /// # Safety
+    /// As [`Tiles::tile`], and the CPU supports NEON.
+    #[cfg(target_arch = "aarch64")]
+    unsafe fn neon_tile<const R: usize, const C: usize>(
+        w: *const u8,
+        row_bytes: usize,
+        nb: usize,
+        acts: [*const Self::Act; C],
+        out: &mut [[f32; C]; R],
+    );
 
     /// Whether 4 × 4 tiles fit the registers (32 vector registers with AVX-512).
     fn wide(self) -> bool {
@@ -89,18 +101,20 @@ pub(super) trait Tiles: Copy + Sync {
             Kernel::Avx2 => Self::simd_tile::<R, C>(false, w, row_bytes, nb, acts, out),
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx512Vnni => Self::simd_tile::<R, C>(true, w, row_bytes, nb, acts, out),
+            #[cfg(target_arch = "aarch64")]
+            Kernel::Neon => Self::neon_tile::<R, C>(w, row_bytes, nb, acts, out),
         }
     }
 }
 
 /// Defines the marker type `$name` (holding the kernel) and its `Tiles` impl: activations `$act`
 /// quantised by `$quantize` into the thread's `$buffer`, blocks of `$values` weights in
-/// `$bytes` bytes, the scalar `$dot`, the AVX2 and VNNI tiles, and optionally the AVX-512 tile
-/// for an even number of rows (which then takes precedence over the VNNI one).
+/// `$bytes` bytes, the scalar `$dot`, the NEON tile, the AVX2 and VNNI tiles, and optionally
+/// the AVX-512 tile for an even number of rows (which then takes precedence over the VNNI one).
 macro_rules! weight_type {
     (
         $name:ident, $act:ty, $quantize:path, $buffer:ident, $values:expr, $bytes:expr, $dot:path,
-        $avx2:path, $vnni:path $(, $avx512_even_rows:path)?
+        $neon:path, $avx2:path, $vnni:path $(, $avx512_even_rows:path)?
     ) => {
         #[derive(Clone, Copy)]
         pub(super) struct $name(pub(super) Kernel);
@@ -138,30 +152,42 @@ macro_rules! weight_type {
                 })?
                 $vnni(w, row_bytes, nb, acts, out)
             }
+            #[cfg(target_arch = "aarch64")]
+            unsafe fn neon_tile<const R: usize, const C: usize>(
+                w: *const u8,
+                row_bytes: usize,
+                nb: usize,
+                acts: [*const $act; C],
+                out: &mut [[f32; C]; R],
+            ) {
+                $neon(w, row_bytes, nb, acts, out)
+            }
         }
     };
 }
 
 #[cfg(target_arch = "x86_64")]
 use super::{avx2::avx2, avx2::vnni, avx2_k::avx2 as avx2_k, avx2_k::vnni as vnni_k, avx512};
+#[cfg(target_arch = "aarch64")]
+use super::{neon, neon_k};
 
 weight_type!(
     Q4_0, BlockQ8_0, quantize_q8_0, ACT_Q8_0, QK, Q4_0_BYTES, dot_q4_0_q8_0,
-    avx2::tile_q4_0, vnni::tile_q4_0
+    neon::tile_q4_0, avx2::tile_q4_0, vnni::tile_q4_0
 );
 weight_type!(
     Q4_1, BlockQ8_1, quantize_q8_1, ACT_Q8_1, QK, Q4_1_BYTES, dot_q4_1_q8_1,
-    avx2::tile_q4_1, vnni::tile_q4_1, avx512::tile_q4_1
+    neon::tile_q4_1, avx2::tile_q4_1, vnni::tile_q4_1, avx512::tile_q4_1
 );
 weight_type!(
     Q8_0, BlockQ8_0, quantize_q8_0, ACT_Q8_0, QK, Q8_0_BYTES, dot_q8_0_q8_0,
-    avx2::tile_q8_0, vnni::tile_q8_0, avx512::tile_q8_0
+    neon::tile_q8_0, avx2::tile_q8_0, vnni::tile_q8_0, avx512::tile_q8_0
 );
 weight_type!(
     Q4K, BlockQ8K, quantize_q8_k, ACT_Q8_K, QK_K, Q4_K_BYTES, dot_q4_k_q8_k,
-    avx2_k::tile_q4_k, vnni_k::tile_q4_k
+    neon_k::tile_q4_k, avx2_k::tile_q4_k, vnni_k::tile_q4_k
 );
 weight_type!(
     Q6K, BlockQ8K, quantize_q8_k, ACT_Q8_K, QK_K, Q6_K_BYTES, dot_q6_k_q8_k,
-    avx2_k::tile_q6_k, vnni_k::tile_q6_k
+    neon_k::tile_q6_k, avx2_k::tile_q6_k, vnni_k::tile_q6_k
 );
