@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Where decode time goes: samples `ffnskip generate` (a 137-token WikiText prompt, then 256 greedy
-# tokens) with perf and groups the sampled functions by op class. Needs `perf` (linux-perf).
+# Where decode time goes: samples `ffnskip bench` (dense, 3 runs of a 16-token WikiText prompt and
+# 384 greedy tokens, so prefill is a few percent of the samples) with perf and groups the sampled
+# functions by op class. Needs `perf` (linux-perf).
 #
 #   scripts/profile-decode.sh [--threads T] [--binary PATH]
 #
@@ -18,11 +19,10 @@ while [[ $# -gt 0 ]]; do
     esac
 done
 [[ $bin != target/release/ffnskip ]] || cargo build --release --quiet
-prompt="$(head -c 2000 ../shared/data/text/wikitext2-valid.tokens.txt | tr -s ' \n' ' ' | cut -c1-560)"
 data=$(mktemp)
 trap 'rm -f "$data"' EXIT
-perf record -q -o "$data" -F 2000 "$bin" generate --threads "$threads" --prompt "$prompt" \
-    --max-tokens 256 >/dev/null 2>&1
+perf record -q -o "$data" -F 2000 "$bin" bench --threads "$threads" --policies dense --runs 3 \
+    --pp 16 --tg 384 >/dev/null 2>&1
 echo "binary: $bin; threads: $threads; $(nproc) cores"
 perf report -i "$data" --no-children --sort symbol --stdio 2>/dev/null |
     awk '/^ +[0-9.]+%/ {

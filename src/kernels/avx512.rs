@@ -51,6 +51,7 @@ fn pair_i32(lo: i32, hi: i32) -> __m128i {
 /// bytes with `row_bytes ≥ nb · 20`, and every `acts[c]` at least `nb` blocks.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[allow(clippy::needless_range_loop)] // `p` indexes row pairs in several arrays
+#[inline(never)] // a tile is long; kept apart so profiles attribute time to its weight type
 pub unsafe fn tile_q4_1<const R: usize, const C: usize>(
     w: *const u8,
     row_bytes: usize,
@@ -128,6 +129,7 @@ pub unsafe fn tile_q4_1<const R: usize, const C: usize>(
 /// As [`tile_q4_1`], with `row_bytes ≥ nb · 34`.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[allow(clippy::needless_range_loop)] // `p` indexes row pairs in several arrays
+#[inline(never)] // a tile is long; kept apart so profiles attribute time to its weight type
 pub unsafe fn tile_q8_0<const R: usize, const C: usize>(
     w: *const u8,
     row_bytes: usize,
