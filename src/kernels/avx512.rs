@@ -22,6 +22,27 @@ use super::blocks::{hsum8, BlockQ8_0, BlockQ8_1, Q4_1_BYTES, Q8_0_BYTES};
 /// Software prefetch distance along each of the two rows being read, in bytes.
 const PREFETCH_BYTES: usize = 1024;
 
+/// Calls `step(pair, block, prepared activations)` for every row pair and block in the order
+/// described at the top of this file: pair by pair for one activation row, block by block for
+/// several.
+#[inline(always)]
+fn walk<const C: usize, A>(pairs: usize, nb: usize, prepare: impl Fn(usize) -> A, mut step: impl FnMut(usize, usize, &A)) {
+    if C == 1 {
+        for p in 0..pairs {
+            for b in 0..nb {
+                step(p, b, &prepare(b));
+            }
+        }
+    } else {
+        for b in 0..nb {
+            let a = prepare(b);
+            for p in 0..pairs {
+                step(p, b, &a);
+            }
+        }
+    }
+}
+
 /// The 16 lanes of `v`.
 #[target_feature(enable = "avx512f")]
 #[inline]
@@ -74,7 +95,7 @@ pub unsafe fn tile_q4_1<const R: usize, const C: usize>(
             (_mm512_shuffle_i64x2::<0b01_01_00_00>(a256, a256), _mm512_set1_ps(a.d), _mm_set1_ps(a.s))
         })
     };
-    let mut step = |p: usize, b: usize, a: &[(__m512i, __m512, __m128); C]| {
+    let step = |p: usize, b: usize, a: &[(__m512i, __m512, __m128); C]| {
         let p0 = w.add(2 * p * row_bytes + b * Q4_1_BYTES);
         let p1 = p0.add(row_bytes);
         _mm_prefetch::<_MM_HINT_T0>(p0.wrapping_add(PREFETCH_BYTES).cast());
@@ -91,20 +112,7 @@ pub unsafe fn tile_q4_1<const R: usize, const C: usize>(
             acc[p][c] = _mm512_fmadd_ps(dd, _mm512_cvtepi32_ps(s), acc[p][c]);
         }
     };
-    if C == 1 {
-        for p in 0..R / 2 {
-            for b in 0..nb {
-                step(p, b, &prepare(b));
-            }
-        }
-    } else {
-        for b in 0..nb {
-            let a = prepare(b);
-            for p in 0..R / 2 {
-                step(p, b, &a);
-            }
-        }
-    }
+    walk::<C, _>(R / 2, nb, prepare, step);
     for p in 0..R / 2 {
         for c in 0..C {
             let l = lanes16(acc[p][c]);
@@ -147,7 +155,7 @@ pub unsafe fn tile_q8_0<const R: usize, const C: usize>(
             (_mm512_broadcast_i64x4(_mm256_loadu_si256(a.qs.as_ptr().cast())), _mm512_set1_ps(a.d))
         })
     };
-    let mut step = |p: usize, b: usize, a: &[(__m512i, __m512); C]| {
+    let step = |p: usize, b: usize, a: &[(__m512i, __m512); C]| {
         let p0 = w.add(2 * p * row_bytes + b * Q8_0_BYTES);
         let p1 = p0.add(row_bytes);
         _mm_prefetch::<_MM_HINT_T0>(p0.wrapping_add(PREFETCH_BYTES).cast());
@@ -167,20 +175,7 @@ pub unsafe fn tile_q8_0<const R: usize, const C: usize>(
             acc[p][c] = _mm512_fmadd_ps(dd, _mm512_cvtepi32_ps(s), acc[p][c]);
         }
     };
-    if C == 1 {
-        for p in 0..R / 2 {
-            for b in 0..nb {
-                step(p, b, &prepare(b));
-            }
-        }
-    } else {
-        for b in 0..nb {
-            let a = prepare(b);
-            for p in 0..R / 2 {
-                step(p, b, &a);
-            }
-        }
-    }
+    walk::<C, _>(R / 2, nb, prepare, step);
     for p in 0..R / 2 {
         for c in 0..C {
             let l = lanes16(acc[p][c]);
