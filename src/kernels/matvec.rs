@@ -143,6 +143,35 @@ pub struct QuantMatrix {
     cols: usize,
 }
 
+/// Evaluates `$body` with `$tiles` bound to the [`Tiles`] of matrix `$m`'s type and kernel: the
+/// one place a weight type meets its kernels.
+macro_rules! with_tiles {
+    ($m:expr, |$tiles:ident| $body:expr) => {
+        match $m.ty {
+            QuantType::Q4_0 => {
+                let $tiles = Q4_0($m.kernel);
+                $body
+            }
+            QuantType::Q4_1 => {
+                let $tiles = Q4_1($m.kernel);
+                $body
+            }
+            QuantType::Q8_0 => {
+                let $tiles = Q8_0($m.kernel);
+                $body
+            }
+            QuantType::Q4K => {
+                let $tiles = Q4K($m.kernel);
+                $body
+            }
+            QuantType::Q6K => {
+                let $tiles = Q6K($m.kernel);
+                $body
+            }
+        }
+    };
+}
+
 impl QuantMatrix {
     /// `bytes` holds `rows` rows of `cols / ty.block_values()` blocks each; `cols` must be a
     /// multiple of the block (32 values, 256 for k-quants).
@@ -235,14 +264,7 @@ impl QuantMatrix {
         if key(gate) != key(up) {
             return false;
         }
-        let (k, split) = (gate.kernel, Split::Auto);
-        match gate.ty {
-            QuantType::Q4_0 => product::run_gated(Q4_0(k), gate, up, x, gate_y, out, combine, split),
-            QuantType::Q4_1 => product::run_gated(Q4_1(k), gate, up, x, gate_y, out, combine, split),
-            QuantType::Q8_0 => product::run_gated(Q8_0(k), gate, up, x, gate_y, out, combine, split),
-            QuantType::Q4K => product::run_gated(Q4K(k), gate, up, x, gate_y, out, combine, split),
-            QuantType::Q6K => product::run_gated(Q6K(k), gate, up, x, gate_y, out, combine, split),
-        }
+        with_tiles!(gate, |tiles| product::run_gated(tiles, gate, up, x, gate_y, out, combine, Split::Auto));
         true
     }
 
@@ -251,14 +273,7 @@ impl QuantMatrix {
         if x.len() < self.cols || self.rows == 0 {
             return;
         }
-        let k = self.kernel;
-        match self.ty {
-            QuantType::Q4_0 => product::run_shared(Q4_0(k), ms, x, ys, split),
-            QuantType::Q4_1 => product::run_shared(Q4_1(k), ms, x, ys, split),
-            QuantType::Q8_0 => product::run_shared(Q8_0(k), ms, x, ys, split),
-            QuantType::Q4K => product::run_shared(Q4K(k), ms, x, ys, split),
-            QuantType::Q6K => product::run_shared(Q6K(k), ms, x, ys, split),
-        }
+        with_tiles!(self, |tiles| product::run_shared(tiles, ms, x, ys, split));
     }
 }
 

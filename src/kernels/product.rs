@@ -152,12 +152,11 @@ pub(super) fn run_shared<T: Tiles>(
         let mut ys = ys.iter_mut();
         let jobs: [Option<Job<T>>; MAX_SHARED] =
             std::array::from_fn(|i| Some(Job::new(tiles, ms.get(i)?, acts, n, ys.next()?)));
-        let jobs = jobs.iter().map_while(Option::as_ref);
-        let rows: usize = jobs.clone().map(|j| j.rows).sum();
-        let min_rows = jobs.clone().map(|j| j.rows).min().unwrap_or(0);
+        let rows: usize = jobs.iter().flatten().map(|j| j.rows).sum();
+        let min_rows = jobs.iter().flatten().map(|j| j.rows).min().unwrap_or(0);
         let per_job = chunks(split, n * rows * cols, min_rows);
         let task = |t: usize| {
-            let job = jobs.clone().nth(t / per_job).expect("task of a job");
+            let job = jobs[t / per_job].as_ref().expect("one job per matrix");
             let (r0, r1) = job.chunk(t % per_job, per_job);
             job.run(r0, r1);
         };
