@@ -14,7 +14,7 @@ pub enum Error {
     #[error("{path}: truncated or corrupt GGUF: {reason}")]
     CorruptGguf { path: PathBuf, reason: String },
 
-    #[error("unsupported architecture '{0}' (ffnskip runs llama-family models: llama, mistral)")]
+    #[error("unsupported architecture '{0}' (ffnskip runs llama-family models: {supported})", supported = crate::model::config::Architecture::SUPPORTED)]
     UnsupportedArchitecture(String),
 
     #[error("unsupported quantisation type {dtype} (tensor {tensor})")]
@@ -35,7 +35,7 @@ pub enum Error {
     #[error("chat template: {0}")]
     ChatTemplate(String),
 
-    #[error("default model: {0}")]
+    #[error("fetching the model: {0}")]
     Fetch(String),
 
     #[error("invalid argument: {0}")]

@@ -5,6 +5,7 @@
 //! [`tokenizer`] and [`chat`] · [`sampling`] and [`generate`] · [`profile`] (saturation profiles,
 //! calibration) · [`fetch`] (the default model).
 
+pub mod catalog;
 pub mod chat;
 pub mod eval;
 pub mod error;
@@ -44,11 +45,8 @@ impl Engine {
         Ok(Self { model, tokenizer, chat_template })
     }
 
-    /// The given model, or the default one (fetched on first use).
-    pub fn load_or_default(path: Option<&Path>) -> Result<Self> {
-        match path {
-            Some(p) => Self::load(p),
-            None => Self::load(&fetch::default_model()?),
-        }
+    /// A model named by path or catalogue name (fetched on first use), or the default one.
+    pub fn load_named(model: Option<&str>) -> Result<Self> {
+        Self::load(&catalog::resolve(model)?)
     }
 }

@@ -31,6 +31,9 @@ const TYPE_BYTE: i32 = 6;
 /// Llama 3's pre-tokenizer split (llama.cpp's `llama-bpe`).
 const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
+/// Qwen2's split: Llama 3's, but digits one at a time (llama.cpp's `qwen2`).
+const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
 /// The vocabulary as the GGUF file stores it.
 pub struct Vocabulary {
     pub model: String,
@@ -210,8 +213,9 @@ fn byte_level_bpe(v: &Vocabulary) -> Result<HfTokenizer> {
                 byte_level.into(),
             ])));
         }
-        Some("llama-bpe" | "llama3") => {
-            let split = Split::new(SplitPattern::Regex(LLAMA3_SPLIT.into()), SplitDelimiterBehavior::Isolated, false)
+        Some(pre @ ("llama-bpe" | "llama3" | "qwen2")) => {
+            let pattern = if pre == "qwen2" { QWEN2_SPLIT } else { LLAMA3_SPLIT };
+            let split = Split::new(SplitPattern::Regex(pattern.into()), SplitDelimiterBehavior::Isolated, false)
                 .map_err(hf_err)?;
             hf.with_pre_tokenizer(Some(PreSequence::new(vec![
                 split.into(),

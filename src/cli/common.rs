@@ -11,9 +11,10 @@ use ffnskip::Engine;
 
 #[derive(Debug, Clone, Args)]
 pub struct ModelArgs {
-    /// GGUF model file; the default model (SmolLM2-135M-Instruct Q4_1) when omitted.
+    /// A GGUF file, or a known model's name (`ffnskip models`; fetched on first use); the
+    /// default model (smollm2-135m) when omitted.
     #[arg(long, short = 'm')]
-    pub model: Option<PathBuf>,
+    pub model: Option<String>,
     /// Threads for matrix products (default: all cores).
     #[arg(long, short = 't', value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub threads: Option<u16>,
@@ -25,7 +26,7 @@ pub struct ModelArgs {
 impl ModelArgs {
     pub fn load(&self) -> Result<Engine> {
         configure_threads(self.threads);
-        Ok(Engine::load_or_default(self.model.as_deref())?)
+        Ok(Engine::load_named(self.model.as_deref())?)
     }
 
     /// The thread count in effect (after `load`).

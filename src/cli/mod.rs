@@ -38,8 +38,10 @@ pub enum Command {
     Profile(profile::ProfileArgs),
     /// Choose skip settings whose realised skip ratio on a text meets a target; write a skip config.
     Calibrate(calibrate::CalibrateArgs),
-    /// Fetch the default model into the cache (if needed) and print its path.
-    Fetch,
+    /// Fetch a model into the cache (if needed) and print its path.
+    Fetch(FetchArgs),
+    /// List the models known by name, their sizes and whether the cache holds them.
+    Models,
     /// Print a model's hyper-parameters.
     Info(ModelArgs),
 }
@@ -54,8 +56,12 @@ pub fn run(args: Args) -> Result<()> {
         Command::Report(a) => report::run(a),
         Command::Profile(a) => profile::run(a),
         Command::Calibrate(a) => calibrate::run(a),
-        Command::Fetch => {
-            println!("{}", ffnskip::fetch::default_model()?.display());
+        Command::Fetch(a) => {
+            println!("{}", ffnskip::catalog::resolve(Some(&a.model))?.display());
+            Ok(())
+        }
+        Command::Models => {
+            print!("{}", models_table());
             Ok(())
         }
         Command::Info(a) => {
@@ -64,6 +70,23 @@ pub fn run(args: Args) -> Result<()> {
             Ok(())
         }
     }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct FetchArgs {
+    /// The model's name (see `ffnskip models`).
+    #[arg(long, short = 'm', default_value = ffnskip::catalog::DEFAULT_MODEL)]
+    pub model: String,
+}
+
+fn models_table() -> String {
+    let mut out = format!("{:<20} {:>9}  {:<8} {}\n", "name", "size", "cached", "model");
+    for m in ffnskip::catalog::CATALOG {
+        let size = format!("{:.0} MB", m.bytes as f64 / 1e6);
+        let cached = if m.is_cached() { "yes" } else { "no" };
+        out += &format!("{:<20} {:>9}  {:<8} {}\n", m.name, size, cached, m.description);
+    }
+    out + &format!("cache: {}\n", ffnskip::catalog::cache_dir().display())
 }
 
 fn init_tracing() {

@@ -1,7 +1,7 @@
 //! Flags and helpers shared by the subcommands that decode a text file window by window
 //! (`profile`, `calibrate`).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -52,10 +52,7 @@ pub fn command_line() -> String {
     std::iter::once("ffnskip".to_string()).chain(quoted).collect::<Vec<_>>().join(" ")
 }
 
-/// The model file a report names: the given one, or the default model's cached path.
-pub fn model_name(model: Option<&Path>) -> Result<String> {
-    Ok(match model {
-        Some(p) => p.display().to_string(),
-        None => ffnskip::fetch::default_model()?.display().to_string(),
-    })
+/// The model file a report names: the given file, or the cached path of the named or default model.
+pub fn model_name(model: Option<&str>) -> Result<String> {
+    Ok(ffnskip::catalog::resolve(model)?.display().to_string())
 }

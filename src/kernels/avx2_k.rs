@@ -1,16 +1,18 @@
 //! AVX2 (+ VNNI) tiles of the k-quant dot products, bit-identical to `dot_q4_k_q8_k` and
-//! `dot_q6_k_q8_k` (`blocks_k.rs`).
+//! `dot_q6_k_q8_k` (`blocks_k.rs`). Q4_K reduces each block's (or sub-block pair's) integer
+//! lanes to two totals before the float steps, as its oracle does; Q6_K keeps 8 lanes to the
+//! end, or reduces each block for rows marked `Q6KSums::PerBlock`.
 //!
 //! Why the bits match: a 32-byte vector holds 32 consecutive weights of one block. `maddubs`
 //! multiplies the unsigned quants (≤ 15 for Q4_K, ≤ 63 for Q6_K) by the activations (−127..=127)
 //! and sums pairs to i16 without saturating (|pair| ≤ 2·63·127 < 2^15); multiplying those by
 //! the sub-block scales (as i16) and summing pairs to i32 (`madd`, or VNNI's `vpdpwssd`, which
 //! also adds to the accumulator) leaves in 32-bit lane `k` the scale times the sum of the
-//! products of bytes `4k..4k+4`. Summed over the block's 8 vectors, that is the oracle's
-//! per-lane integer, exactly (no intermediate exceeds i32). The activation-sum terms (`bsums`
-//! times the mins, or times −32 for Q6_K's offset) are one more `madd` per lane with the
-//! oracle's lane assignment, the float steps are the same products and FMAs in the same order,
-//! and the final reduction is the shared `hsum8`.
+//! products of bytes `4k..4k+4`. Summed over the block's 8 vectors, that is Q6_K's oracle
+//! per-lane integer, exactly (no intermediate exceeds i32), and for Q4_K, summed over the
+//! lanes, its block integer. The activation-sum terms (`bsums` times the mins, or times −32 for
+//! Q6_K's offset) are one more `madd`; the float steps are the oracle's products and FMAs in
+//! the same order, and Q6_K's final reduction is the shared `hsum8`.
 //!
 //! Tiles of `R` weight rows × `C` activation rows, as in `avx2.rs`: each weight block is
 //! unpacked once and reused for the `C` activation rows. Unlike there, the tile walks its rows
@@ -24,7 +26,7 @@ use std::arch::x86_64::*;
 
 use super::avx2::{lanes, PREFETCH_ROWS};
 use super::blocks::hsum8;
-use super::blocks_k::{BlockQ8K, Q4_K_BYTES, Q6_K_BYTES};
+use super::blocks_k::{BlockQ8K, Q4KSums, Q6KSums, Q4_K_BYTES, Q6_K_BYTES};
 
 /// Prefetches the `len` bytes at `p` (every cache line they touch).
 #[inline(always)]
@@ -71,6 +73,27 @@ fn scales_mins(s: __m128i) -> __m128i {
     _mm_or_si128(low, _mm_and_si128(_mm_srli_epi16::<2>(top), top_bits))
 }
 
+/// Masks of the i32 lanes `2g, 2g + 1`, for the sub-block pair `g` of a Q4_K block.
+const PAIR_LANES: [__m256i; 4] = {
+    const fn lanes(g: usize) -> __m256i {
+        let mut m = [0i32; 8];
+        m[2 * g] = -1;
+        m[2 * g + 1] = -1;
+        // SAFETY: 8 i32 are the 32 bytes of one __m256i.
+        unsafe { std::mem::transmute::<[i32; 8], __m256i>(m) }
+    }
+    [lanes(0), lanes(1), lanes(2), lanes(3)]
+};
+
+/// `[Σ isum, Σ msum, …]`: the totals of Q4_K's integer lanes (exact in any order).
+#[target_feature(enable = "avx2")]
+#[inline]
+fn block_sums(isum: __m256i, msum: __m256i) -> __m128i {
+    let pairs = _mm256_hadd_epi32(isum, msum);
+    let quads = _mm_add_epi32(_mm256_castsi256_si128(pairs), _mm256_extracti128_si256::<1>(pairs));
+    _mm_hadd_epi32(quads, quads)
+}
+
 /// Defines `tile_q4_k` and `tile_q6_k` for one instruction set: `$feat` are the target
 /// features, `|$acc, $p, $s| $madd` adds the pairwise sums of the i16 products `p·s` to the i32
 /// lanes of `acc`.
@@ -106,25 +129,26 @@ macro_rules! ktiles {
                 out: &mut [[f32; C]; R],
             ) {
                 let low = _mm256_set1_epi8(0x0F);
-                let mut acc = [[_mm256_setzero_ps(); C]; R];
+                // Lane 0: the scaled sum; lane 1: the sum of the mins' terms.
+                let mut acc = [[_mm_setzero_ps(); C]; R];
                 for r in 0..R {
                     for b in 0..nb {
                         let a: [&BlockQ8K; C] = std::array::from_fn(|c| &*acts[c].add(b));
-                        let ad: [__m256; C] = std::array::from_fn(|c| _mm256_set1_ps(a[c].d));
                         let bsums: [__m256i; C] = std::array::from_fn(|c| {
                             _mm256_loadu_si256(a[c].bsums.as_ptr().cast())
                         });
                         let p = w.add(r * row_bytes + b * Q4_K_BYTES);
                         prefetch(p.wrapping_add(PREFETCH_ROWS * row_bytes), Q4_K_BYTES);
-                        // d and dmin: two f16 → f32 (exact).
+                        // [d, dmin, 0, 0]: two f16 → f32 (exact).
                         let dm = _mm_cvtph_ps(_mm_cvtsi32_si128(p.cast::<i32>().read_unaligned()));
-                        let d = _mm256_broadcastss_ps(dm);
-                        let dmin = _mm256_broadcastss_ps(_mm_movehdup_ps(dm));
                         let sm = scales_mins(_mm_loadu_si128(p.add(4).cast()));
                         // The 8 scales as i16, in both halves (for the per-sub-block shuffles).
                         let scales = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm));
                         // Each min twice, as i16: lane pair k meets bsums[2k], bsums[2k + 1].
                         let mins = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(sm, sm));
+                        // Lane k of `msum`: sub-block k's term.
+                        let msum: [__m256i; C] = std::array::from_fn(|c| _mm256_madd_epi16(bsums[c], mins));
+                        let scale: [__m128; C] = std::array::from_fn(|c| _mm_mul_ps(dm, _mm_set1_ps(a[c].d)));
                         let mut isum = [_mm256_setzero_si256(); C];
                         for g in 0..4 {
                             let x = _mm256_loadu_si256(p.add(16 + 32 * g).cast());
@@ -137,20 +161,27 @@ macro_rules! ktiles {
                                 let aq = a[c].qs.as_ptr().add(64 * g);
                                 isum[c] = scaled_dot(isum[c], lo, aq, s_lo);
                                 isum[c] = scaled_dot(isum[c], hi, aq.add(32), s_hi);
+                                if a[c].q4_k_sums == Q4KSums::PerSubBlockPair {
+                                    // Sub-blocks 2g and 2g + 1 only: their lanes of `msum`.
+                                    let pair = _mm256_and_si256(msum[c], PAIR_LANES[g]);
+                                    let sums = _mm_cvtepi32_ps(block_sums(isum[c], pair));
+                                    acc[r][c] = _mm_fmadd_ps(sums, scale[c], acc[r][c]);
+                                    isum[c] = _mm256_setzero_si256();
+                                }
                             }
                         }
                         for c in 0..C {
-                            let msum = _mm256_madd_epi16(bsums[c], mins);
-                            let dd = _mm256_mul_ps(d, ad[c]);
-                            let dm = _mm256_mul_ps(dmin, ad[c]);
-                            acc[r][c] = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(isum[c]), acc[r][c]);
-                            acc[r][c] = _mm256_fnmadd_ps(dm, _mm256_cvtepi32_ps(msum), acc[r][c]);
+                            if a[c].q4_k_sums == Q4KSums::PerBlock {
+                                let sums = _mm_cvtepi32_ps(block_sums(isum[c], msum[c]));
+                                acc[r][c] = _mm_fmadd_ps(sums, scale[c], acc[r][c]);
+                            }
                         }
                     }
                 }
                 for r in 0..R {
                     for c in 0..C {
-                        out[r][c] = hsum8(&lanes(acc[r][c]));
+                        let [sum, mins, _, _] = std::mem::transmute::<__m128, [f32; 4]>(acc[r][c]);
+                        out[r][c] = sum - mins;
                     }
                 }
             }
@@ -170,7 +201,9 @@ macro_rules! ktiles {
             ) {
                 let low = _mm256_set1_epi8(0x0F);
                 let high = _mm256_set1_epi8(0x30);
+                // `Q6KSums::Lanes` rows sum in 8 lanes, `PerBlock` rows in one float.
                 let mut acc = [[_mm256_setzero_ps(); C]; R];
+                let mut block_acc = [[0f32; C]; R];
                 for r in 0..R {
                     for b in 0..nb {
                         let a: [&BlockQ8K; C] = std::array::from_fn(|c| &*acts[c].add(b));
@@ -180,9 +213,10 @@ macro_rules! ktiles {
                         });
                         let p = w.add(r * row_bytes + b * Q6_K_BYTES);
                         prefetch(p.wrapping_add(PREFETCH_ROWS * row_bytes), Q6_K_BYTES);
-                        let d = _mm256_broadcastss_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(
+                        let dw = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(
                             p.add(208).cast::<u16>().read_unaligned(),
                         ))));
+                        let d = _mm256_set1_ps(dw);
                         let sc = _mm_loadu_si128(p.add(192).cast());
                         // −32·sc_j as i16 (exact: |32·sc| ≤ 4096), lane j against bsums[j].
                         let offset = _mm256_sub_epi16(
@@ -232,14 +266,25 @@ macro_rules! ktiles {
                             }
                         }
                         for c in 0..C {
-                            let dd = _mm256_mul_ps(d, ad[c]);
-                            acc[r][c] = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(isum[c]), acc[r][c]);
+                            match a[c].q6_k_sums {
+                                Q6KSums::Lanes => {
+                                    let dd = _mm256_mul_ps(d, ad[c]);
+                                    acc[r][c] = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(isum[c]), acc[r][c]);
+                                }
+                                Q6KSums::PerBlock => {
+                                    let total = _mm_cvtsi128_si32(block_sums(isum[c], _mm256_setzero_si256()));
+                                    block_acc[r][c] = (total as f32 * dw).mul_add(a[c].d, block_acc[r][c]);
+                                }
+                            }
                         }
                     }
                 }
                 for r in 0..R {
                     for c in 0..C {
-                        out[r][c] = hsum8(&lanes(acc[r][c]));
+                        out[r][c] = match (*acts[c]).q6_k_sums {
+                            Q6KSums::Lanes => hsum8(&lanes(acc[r][c])),
+                            Q6KSums::PerBlock => block_acc[r][c],
+                        };
                     }
                 }
             }

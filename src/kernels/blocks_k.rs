@@ -10,10 +10,11 @@
 //! (`v` < 8, `i` < 32; `h = v/4`, `s = v%4`) is `d·scales[2v + i/16]·(q − 32)` with the 6-bit
 //! `q` = nibble `s/2` of `ql[64h + 32·(s%2) + i]` | bits `2s..2s+2` of `qh[32h + i]` << 4.
 //!
-//! These dot products do not reproduce ggml's bits (its k-quant kernels sum in orders that
-//! differ between its own x86 and ARM paths); they fix one order that SIMD code can follow
-//! exactly: per block, 8 lanes of exact integer sums, each turned into f32 once and
-//! accumulated with FMA in block order, then the shared `hsum8`.
+//! Both dot products follow the float order of ggml's x86 kernels for the type (llama.cpp
+//! 0c1e570 built for AVX2 or later), so that greedy outputs match that peer bit for bit; every
+//! integer sum is exact, so only where the integers become floats matters: Q4_K as ggml's
+//! repacked 8×8 kernels (one float sum per row, fed per block or per 64 weights: [`Q4KSums`]),
+//! Q6_K as its `vec_dot_q6_K_q8_K` or its tiled kernel ([`Q6KSums`]).
 
 use super::blocks::{f16_at, hsum8};
 
@@ -29,6 +30,51 @@ pub struct BlockQ8K {
     pub qs: [i8; QK_K],
     /// The sums of each 16 consecutive quants, for the weights' per-sub-block offsets.
     pub bsums: [i16; QK_K / 16],
+    /// Where a Q4_K product with this row turns its integer sums into floats.
+    pub q4_k_sums: Q4KSums,
+    /// Where a Q6_K product with this row turns its integer sums into floats.
+    pub q6_k_sums: Q6KSums,
+}
+
+/// How often ggml's x86 Q4_K kernels round their exact integer sums into the float sum: its
+/// one-row kernel (`gemv_q4_K_8x8_q8_K`) once per 256-weight block, its batched kernel
+/// (`gemm_q4_K_8x8_q8_K`, rows in groups of 4, the rest one by one) once per 64 weights.
+/// The two give different bits, so every activation row records which kernel ggml would
+/// use for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Q4KSums {
+    PerBlock,
+    PerSubBlockPair,
+}
+
+/// How ggml's x86 Q6_K kernels turn their exact integer sums into floats: its one-row
+/// `vec_dot_q6_K_q8_K` keeps 8 lanes, each `fma(d·d_a, lane, acc)` per block, reduced at the
+/// end; its tiled kernel (`ggml-cpu/tiled`, for products of 8 rows or more) takes each block's
+/// total: `acc = fma(total·d, d_a, acc)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Q6KSums {
+    Lanes,
+    PerBlock,
+}
+
+/// The fewest activation rows for which ggml runs Q6_K products through its tiled kernel.
+pub const Q6_K_TILED_MIN_ROWS: usize = 8;
+
+/// [`quantize_q8_k`] of a batch of rows `cols` wide, each row marked with the kernels ggml
+/// runs it through: for Q4_K, complete groups of 4 rows through the batched kernel, the rest
+/// singly; for Q6_K, all rows through the tiled kernel once there are 8 or more.
+pub fn quantize_q8_k_rows(x: &[f32], cols: usize, out: &mut Vec<BlockQ8K>) {
+    quantize_q8_k(x, out);
+    let rows = x.len() / cols;
+    let batched_blocks = (rows - rows % 4) * cols / QK_K;
+    for block in &mut out[..batched_blocks] {
+        block.q4_k_sums = Q4KSums::PerSubBlockPair;
+    }
+    if rows >= Q6_K_TILED_MIN_ROWS {
+        for block in out.iter_mut() {
+            block.q6_k_sums = Q6KSums::PerBlock;
+        }
+    }
 }
 
 /// ggml's `quantize_row_q8_K`: the value of largest magnitude `max` (the first one on ties)
@@ -43,7 +89,13 @@ pub fn quantize_q8_k(x: &[f32], out: &mut Vec<BlockQ8K>) {
                 (max, amax) = (v, v.abs());
             }
         }
-        let mut block = BlockQ8K { d: 0.0, qs: [0; QK_K], bsums: [0; QK_K / 16] };
+        let mut block = BlockQ8K {
+            d: 0.0,
+            qs: [0; QK_K],
+            bsums: [0; QK_K / 16],
+            q4_k_sums: Q4KSums::PerBlock,
+            q6_k_sums: Q6KSums::Lanes,
+        };
         if amax == 0.0 {
             return block;
         }
@@ -79,36 +131,41 @@ pub fn q4_k_scales_mins(packed: &[u8; 12]) -> (u64, u64) {
     (scales, mins)
 }
 
-/// Dot product of one Q4_K weight row (`blocks` × 144 bytes) with Q8_K activations.
+/// Dot product of one Q4_K weight row (`blocks` × 144 bytes) with Q8_K activations, in the
+/// order of ggml's x86 kernels for Q4_K (the repacked `gemv`/`gemm_q4_K_8x8_q8_K`, which
+/// llama.cpp uses for every Q4_K matrix whose row count is a multiple of 8).
 ///
-/// Per block, lane `k` (0..8) takes the exact integers
-/// `isum_k = Σ_{j<8} sc_j · Σ_{i=4k}^{4k+3} q_{32j+i}·a_{32j+i}` and
-/// `msum_k = m_k · (bsums[2k] + bsums[2k+1])` (the activation sum of sub-block `k`), then
-/// `acc_k = fma(d·d_a, isum_k, acc_k)` and `acc_k = fma(−(dmin·d_a), msum_k, acc_k)`.
+/// Sub-block `j` contributes the exact integers `sc_j · Σ_i q_{32j+i}·a_{32j+i}` and
+/// `m_j · (bsums[2j] + bsums[2j+1])`. Summed over a block ([`Q4KSums::PerBlock`]) or over
+/// the sub-block pairs `2p, 2p+1` ([`Q4KSums::PerSubBlockPair`]), each total is turned into f32
+/// and accumulated with FMA, in order, into two separate sums, `acc = fma(isum, d·d_a, acc)` and
+/// `acc_min = fma(msum, dmin·d_a, acc_min)`; the result is `acc − acc_min`.
 pub fn dot_q4_k_q8_k(row: &[u8], act: &[BlockQ8K]) -> f32 {
-    let mut acc = [0f32; 8];
+    let (mut acc, mut acc_min) = (0f32, 0f32);
     for (w, a) in row.chunks_exact(Q4_K_BYTES).zip(act) {
         let dd = f16_at(w, 0) * a.d;
         let dm = f16_at(w, 2) * a.d;
         let (scales, mins) = q4_k_scales_mins(w[4..16].try_into().unwrap());
         let (scales, mins) = (scales.to_le_bytes(), mins.to_le_bytes());
         let qs = &w[16..144];
-        for (k, acc) in acc.iter_mut().enumerate() {
-            let mut isum = 0i32;
-            for (j, &sc) in scales.iter().enumerate() {
-                let mut sum = 0i32;
-                for i in 4 * k..4 * k + 4 {
-                    let q = (qs[32 * (j / 2) + i] >> (4 * (j % 2))) & 0x0F;
-                    sum += i32::from(q) * i32::from(a.qs[32 * j + i]);
-                }
-                isum += i32::from(sc) * sum;
-            }
-            let msum = i32::from(mins[k]) * (i32::from(a.bsums[2 * k]) + i32::from(a.bsums[2 * k + 1]));
-            *acc = dd.mul_add(isum as f32, *acc);
-            *acc = (-dm).mul_add(msum as f32, *acc);
+        let sub_block = |j: usize| {
+            let dot: i32 = (0..32)
+                .map(|i| i32::from((qs[32 * (j / 2) + i] >> (4 * (j % 2))) & 0x0F) * i32::from(a.qs[32 * j + i]))
+                .sum();
+            let bsum = i32::from(a.bsums[2 * j]) + i32::from(a.bsums[2 * j + 1]);
+            (i32::from(scales[j]) * dot, i32::from(mins[j]) * bsum)
+        };
+        let group = match a.q4_k_sums {
+            Q4KSums::PerBlock => 8,
+            Q4KSums::PerSubBlockPair => 2,
+        };
+        for j0 in (0..8).step_by(group) {
+            let (isum, msum) = (j0..j0 + group).map(sub_block).fold((0, 0), |(i, m), (a, b)| (i + a, m + b));
+            acc = (isum as f32).mul_add(dd, acc);
+            acc_min = (msum as f32).mul_add(dm, acc_min);
         }
     }
-    hsum8(&acc)
+    acc - acc_min
 }
 
 /// Dot product of one Q6_K weight row (`blocks` × 210 bytes) with Q8_K activations.
@@ -117,14 +174,17 @@ pub fn dot_q4_k_q8_k(row: &[u8], act: &[BlockQ8K]) -> f32 {
 /// `isum_k = Σ_{v<8} sc_{2v + k/4} · Σ_{i=4k}^{4k+3} q_{32v+i}·a_{32v+i}
 ///           − 32·(sc_{2k}·bsums[2k] + sc_{2k+1}·bsums[2k+1])`
 /// (the unsigned 6-bit quants, with the −32 offset applied through the activation sums: the
-/// lanes' total is `Σ sc·(q − 32)·a`), then `acc_k = fma(d·d_a, isum_k, acc_k)`.
+/// lanes' total is `Σ sc·(q − 32)·a`). With [`Q6KSums::Lanes`], `acc_k = fma(d·d_a, isum_k,
+/// acc_k)` and the result is `hsum8(acc)`; with [`Q6KSums::PerBlock`],
+/// `acc = fma(Σ_k isum_k · d, d_a, acc)`.
 pub fn dot_q6_k_q8_k(row: &[u8], act: &[BlockQ8K]) -> f32 {
-    let mut acc = [0f32; 8];
+    let mut lanes = [0f32; 8];
+    let mut acc = 0f32;
     for (w, a) in row.chunks_exact(Q6_K_BYTES).zip(act) {
-        let dd = f16_at(w, 208) * a.d;
+        let d = f16_at(w, 208);
         let (ql, qh) = (&w[..128], &w[128..192]);
         let sc = |j: usize| i32::from(w[192 + j] as i8);
-        for (k, acc) in acc.iter_mut().enumerate() {
+        let isum: [i32; 8] = std::array::from_fn(|k| {
             let mut isum = 0i32;
             for v in 0..8 {
                 let (h, s) = (v / 4, v % 4);
@@ -137,11 +197,22 @@ pub fn dot_q6_k_q8_k(row: &[u8], act: &[BlockQ8K]) -> f32 {
                 isum += sc(2 * v + k / 4) * sum;
             }
             let bsum = |j: usize| sc(j) * i32::from(a.bsums[j]);
-            isum -= 32 * (bsum(2 * k) + bsum(2 * k + 1));
-            *acc = dd.mul_add(isum as f32, *acc);
+            isum - 32 * (bsum(2 * k) + bsum(2 * k + 1))
+        });
+        match a.q6_k_sums {
+            Q6KSums::Lanes => {
+                let dd = d * a.d;
+                for (lane, &isum) in lanes.iter_mut().zip(&isum) {
+                    *lane = dd.mul_add(isum as f32, *lane);
+                }
+            }
+            Q6KSums::PerBlock => acc = (isum.iter().sum::<i32>() as f32 * d).mul_add(a.d, acc),
         }
     }
-    hsum8(&acc)
+    match act.first().map(|a| a.q6_k_sums) {
+        Some(Q6KSums::PerBlock) => acc,
+        _ => hsum8(&lanes),
+    }
 }
 
 #[cfg(test)]

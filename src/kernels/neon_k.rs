@@ -1,10 +1,11 @@
 //! NEON tiles of the k-quant dot products (aarch64), bit-identical to `dot_q4_k_q8_k` and
 //! `dot_q6_k_q8_k` (`blocks_k.rs`).
 //!
-//! Why the bits match: the oracles' lane `k` of a block is an exact integer, the sub-block
-//! scales times the sums of the products of bytes `4k..4k+4` of each 32-weight sub-block, plus
-//! (Q4_K) or minus (Q6_K) an activation-sum term; then one or two FMAs in block order, and the
-//! shared `hsum8`. Here a sub-block is two 16-byte vectors; `quad_sums` multiplies the unsigned
+//! Why the bits match: Q6_K's oracle lane `k` of a block is an exact integer, the sub-block
+//! scales times the sums of the products of bytes `4k..4k+4` of each 32-weight sub-block,
+//! minus an activation-sum term; then one FMA in block order, and the shared `hsum8`. Q4_K's
+//! oracle sums the same lanes (and its mins' terms) to two exact block totals first, then two
+//! scalar FMAs per block. Here a sub-block is two 16-byte vectors; `quad_sums` multiplies the unsigned
 //! quants (≤ 15 for Q4_K, ≤ 63 for Q6_K) by the activations with `vmull_s8` and adds pairs
 //! twice with `vpaddq_s16`, which leaves in i16 lane `k` the sum of the products of bytes
 //! `4k..4k+4`: exact, since |sum| ≤ 4·63·128 = 32256 < 2^15 (even for a −128 activation).
@@ -14,7 +15,8 @@
 //! (≤ 63) or the Q6_K scales, with the oracle's lane assignment: lane `k` meets `bsums[2k]` and
 //! `bsums[2k + 1]`. So each i32 lane holds the oracle's integer; `vcvtq_f32_s32` rounds it as
 //! `as f32` does (to nearest, ties to even), the scale products `d·d_a` (and `dmin·d_a`) are the
-//! same scalar f32 products, and `vfmaq_f32` is the same fused operation in the same order.
+//! same scalar f32 products, and `vfmaq_f32` (or `mul_add`) is the same fused operation in the
+//! same order.
 //! f16 → f32 conversion is exact on both paths.
 //!
 //! Tiles of `R` weight rows × `C` activation rows, as in `neon.rs`: each weight block is
@@ -26,7 +28,7 @@
 use std::arch::aarch64::*;
 
 use super::blocks::hsum8;
-use super::blocks_k::{q4_k_scales_mins, BlockQ8K, Q4_K_BYTES, Q6_K_BYTES};
+use super::blocks_k::{q4_k_scales_mins, BlockQ8K, Q4KSums, Q6KSums, Q4_K_BYTES, Q6_K_BYTES};
 use super::neon::{f16_at, lanes};
 
 /// Lane `k` (0..8): `Σ_{i=4k}^{4k+3} q_i·a_i` over one 32-weight sub-block, as i16.
@@ -78,7 +80,8 @@ pub unsafe fn tile_q4_k<const R: usize, const C: usize>(
 ) {
     let low = vdupq_n_u8(0x0F);
     for (r, out) in out.iter_mut().enumerate() {
-        let mut acc = [[vdupq_n_f32(0.0); 2]; C];
+        // The scaled sum and the sum of the mins' terms.
+        let mut acc = [(0f32, 0f32); C];
         for b in 0..nb {
             let a: [&BlockQ8K; C] = std::array::from_fn(|c| &*acts[c].add(b));
             let p = w.add(r * row_bytes + b * Q4_K_BYTES);
@@ -87,6 +90,21 @@ pub unsafe fn tile_q4_k<const R: usize, const C: usize>(
             let scales = scales.to_le_bytes();
             // The 8 mins as i16, min k in lane k.
             let mins = vreinterpretq_s16_u16(vmovl_u8(vcreate_u8(mins)));
+            // Sub-block k's mins term: m_k · (bsums[2k] + bsums[2k + 1]); the pair sums fit i16.
+            let msum: [[i32; 8]; C] = std::array::from_fn(|c| {
+                let [b0, b1] = bsums(a[c]);
+                let pair = vpaddq_s16(b0, b1);
+                let mut m = [0i32; 8];
+                vst1q_s32(m.as_mut_ptr(), vmull_s16(vget_low_s16(pair), vget_low_s16(mins)));
+                vst1q_s32(m.as_mut_ptr().add(4), vmull_high_s16(pair, mins));
+                m
+            });
+            // The oracle's two FMAs on exact totals (summed in any order).
+            let mut fold = |c: usize, isum: [int32x4_t; 2], msum: i32| {
+                let (sum, min_sum) = &mut acc[c];
+                *sum = (vaddvq_s32(vaddq_s32(isum[0], isum[1])) as f32).mul_add(d * a[c].d, *sum);
+                *min_sum = (msum as f32).mul_add(dmin * a[c].d, *min_sum);
+            };
             let mut isum = [[vdupq_n_s32(0); 2]; C];
             for g in 0..4 {
                 // 32 bytes: their low nibbles are sub-block 2g, their high nibbles 2g + 1.
@@ -98,26 +116,20 @@ pub unsafe fn tile_q4_k<const R: usize, const C: usize>(
                     let aq = a[c].qs.as_ptr().add(64 * g);
                     scaled_add(&mut isum[c], quad_sums(lo, aq), s_lo, s_lo);
                     scaled_add(&mut isum[c], quad_sums(hi, aq.add(32)), s_hi, s_hi);
+                    if a[c].q4_k_sums == Q4KSums::PerSubBlockPair {
+                        fold(c, isum[c], msum[c][2 * g] + msum[c][2 * g + 1]);
+                        isum[c] = [vdupq_n_s32(0); 2];
+                    }
                 }
             }
             for c in 0..C {
-                // Lane k: m_k · (bsums[2k] + bsums[2k + 1]); the pair sums fit i16 (≤ 4096).
-                let [b0, b1] = bsums(a[c]);
-                let pair = vpaddq_s16(b0, b1);
-                let msum = [
-                    vmull_s16(vget_low_s16(pair), vget_low_s16(mins)),
-                    vmull_high_s16(pair, mins),
-                ];
-                let dd = vdupq_n_f32(d * a[c].d);
-                let neg_dm = vdupq_n_f32(-(dmin * a[c].d));
-                for h in 0..2 {
-                    acc[c][h] = vfmaq_f32(acc[c][h], dd, vcvtq_f32_s32(isum[c][h]));
-                    acc[c][h] = vfmaq_f32(acc[c][h], neg_dm, vcvtq_f32_s32(msum[h]));
+                if a[c].q4_k_sums == Q4KSums::PerBlock {
+                    fold(c, isum[c], msum[c].iter().sum());
                 }
             }
         }
-        for (o, acc) in out.iter_mut().zip(acc) {
-            *o = hsum8(&lanes(acc));
+        for (o, (sum, min_sum)) in out.iter_mut().zip(acc) {
+            *o = sum - min_sum;
         }
     }
 }
@@ -138,7 +150,9 @@ pub unsafe fn tile_q6_k<const R: usize, const C: usize>(
     let low = vdupq_n_u8(0x0F);
     let high = vdupq_n_u8(0x30);
     for (r, out) in out.iter_mut().enumerate() {
+        // `Q6KSums::Lanes` rows sum in 8 lanes, `PerBlock` rows in one float.
         let mut acc = [[vdupq_n_f32(0.0); 2]; C];
+        let mut block_acc = [0f32; C];
         for b in 0..nb {
             let a: [&BlockQ8K; C] = std::array::from_fn(|c| &*acts[c].add(b));
             let p = w.add(r * row_bytes + b * Q6_K_BYTES);
@@ -184,14 +198,25 @@ pub unsafe fn tile_q6_k<const R: usize, const C: usize>(
                 }
             }
             for c in 0..C {
-                let dd = vdupq_n_f32(d * a[c].d);
-                for h in 0..2 {
-                    acc[c][h] = vfmaq_f32(acc[c][h], dd, vcvtq_f32_s32(isum[c][h]));
+                match a[c].q6_k_sums {
+                    Q6KSums::Lanes => {
+                        let dd = vdupq_n_f32(d * a[c].d);
+                        for h in 0..2 {
+                            acc[c][h] = vfmaq_f32(acc[c][h], dd, vcvtq_f32_s32(isum[c][h]));
+                        }
+                    }
+                    Q6KSums::PerBlock => {
+                        let total = vaddvq_s32(vaddq_s32(isum[c][0], isum[c][1]));
+                        block_acc[c] = (total as f32 * d).mul_add(a[c].d, block_acc[c]);
+                    }
                 }
             }
         }
-        for (o, acc) in out.iter_mut().zip(acc) {
-            *o = hsum8(&lanes(acc));
+        for (c, o) in out.iter_mut().enumerate() {
+            *o = match (*acts[c]).q6_k_sums {
+                Q6KSums::Lanes => hsum8(&lanes(acc[c])),
+                Q6KSums::PerBlock => block_acc[c],
+            };
         }
     }
 }

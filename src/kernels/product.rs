@@ -148,7 +148,7 @@ pub(super) fn run_shared<T: Tiles>(
 ) {
     let cols = ms[0].cols();
     let n = x.len() / cols;
-    T::with_acts(&x[..n * cols], |acts| {
+    T::with_acts(&x[..n * cols], cols, |acts| {
         let mut ys = ys.iter_mut();
         let jobs: [Option<Job<T>>; MAX_SHARED] =
             std::array::from_fn(|i| Some(Job::new(tiles, ms.get(i)?, acts, n, ys.next()?)));
@@ -185,7 +185,7 @@ pub(super) fn run_gated<T: Tiles>(
 ) {
     let cols = gate.cols();
     let n = x.len() / cols;
-    T::with_acts(&x[..n * cols], |acts| {
+    T::with_acts(&x[..n * cols], cols, |acts| {
         let g = Job::new(tiles, gate, acts, n, gate_y);
         let u = Job::new(tiles, up, acts, n, out);
         let per = chunks(split, 2 * n * g.rows * cols, g.rows);

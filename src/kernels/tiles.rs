@@ -8,7 +8,7 @@ use super::blocks::{
     BlockQ8_1, Q4_0_BYTES, Q4_1_BYTES, Q8_0_BYTES, QK,
 };
 use super::blocks_k::{
-    dot_q4_k_q8_k, dot_q6_k_q8_k, quantize_q8_k, BlockQ8K, Q4_K_BYTES, Q6_K_BYTES, QK_K,
+    dot_q4_k_q8_k, dot_q6_k_q8_k, quantize_q8_k_rows, BlockQ8K, Q4_K_BYTES, Q6_K_BYTES, QK_K,
 };
 use super::matvec::Kernel;
 
@@ -29,6 +29,11 @@ fn with_buffer<T, R>(
     })
 }
 
+/// A quantiser that does not need the row width, as a `weight_type!` quantiser.
+fn row_independent<A>(quantize: fn(&[f32], &mut Vec<A>)) -> impl Fn(&[f32], usize, &mut Vec<A>) {
+    move |x, _cols, out| quantize(x, out)
+}
+
 /// One weight type's tile function, for every kernel.
 pub(super) trait Tiles: Copy + Sync {
     type Act: Sync;
@@ -36,8 +41,8 @@ pub(super) trait Tiles: Copy + Sync {
     const BLOCK_VALUES: usize;
     /// Bytes of one weight block.
     const BLOCK_BYTES: usize;
-    /// Runs `f` with the rows of `x` quantised for this type (in a reused buffer).
-    fn with_acts<R>(x: &[f32], f: impl FnOnce(&[Self::Act]) -> R) -> R;
+    /// Runs `f` with the rows of `x` (`cols` wide) quantised for this type (in a reused buffer).
+    fn with_acts<R>(x: &[f32], cols: usize, f: impl FnOnce(&[Self::Act]) -> R) -> R;
     fn kernel(self) -> Kernel;
     /// The scalar product of one weight row with one activation row: the oracle of the tiles.
     fn dot(row: &[u8], acts: &[Self::Act]) -> f32;
@@ -108,12 +113,12 @@ pub(super) trait Tiles: Copy + Sync {
 }
 
 /// Defines the marker type `$name` (holding the kernel) and its `Tiles` impl: activations `$act`
-/// quantised by `$quantize` into the thread's `$buffer`, blocks of `$values` weights in
+/// quantised by `$quantize(x, cols, out)` into the thread's `$buffer`, blocks of `$values` weights in
 /// `$bytes` bytes, the scalar `$dot`, the NEON tile, the AVX2 and VNNI tiles, and optionally
 /// the AVX-512 tile for an even number of rows (which then takes precedence over the VNNI one).
 macro_rules! weight_type {
     (
-        $name:ident, $act:ty, $quantize:path, $buffer:ident, $values:expr, $bytes:expr, $dot:path,
+        $name:ident, $act:ty, $quantize:expr, $buffer:ident, $values:expr, $bytes:expr, $dot:path,
         $neon:path, $avx2:path, $vnni:path $(, $avx512_even_rows:path)?
     ) => {
         #[derive(Clone, Copy)]
@@ -123,9 +128,9 @@ macro_rules! weight_type {
             type Act = $act;
             const BLOCK_VALUES: usize = $values;
             const BLOCK_BYTES: usize = $bytes;
-            fn with_acts<R>(x: &[f32], f: impl FnOnce(&[$act]) -> R) -> R {
+            fn with_acts<R>(x: &[f32], cols: usize, f: impl FnOnce(&[$act]) -> R) -> R {
                 with_buffer(&$buffer, |acts| {
-                    $quantize(x, acts);
+                    ($quantize)(x, cols, acts);
                     f(acts)
                 })
             }
@@ -171,23 +176,24 @@ use super::{avx2::avx2, avx2::vnni, avx2_k::avx2 as avx2_k, avx2_k::vnni as vnni
 #[cfg(target_arch = "aarch64")]
 use super::{neon, neon_k};
 
+// Q8_0 and Q8_1 quantise every row alike; Q8_K rows record which ggml kernel takes them.
 weight_type!(
-    Q4_0, BlockQ8_0, quantize_q8_0, ACT_Q8_0, QK, Q4_0_BYTES, dot_q4_0_q8_0,
+    Q4_0, BlockQ8_0, row_independent(quantize_q8_0), ACT_Q8_0, QK, Q4_0_BYTES, dot_q4_0_q8_0,
     neon::tile_q4_0, avx2::tile_q4_0, vnni::tile_q4_0
 );
 weight_type!(
-    Q4_1, BlockQ8_1, quantize_q8_1, ACT_Q8_1, QK, Q4_1_BYTES, dot_q4_1_q8_1,
+    Q4_1, BlockQ8_1, row_independent(quantize_q8_1), ACT_Q8_1, QK, Q4_1_BYTES, dot_q4_1_q8_1,
     neon::tile_q4_1, avx2::tile_q4_1, vnni::tile_q4_1, avx512::tile_q4_1
 );
 weight_type!(
-    Q8_0, BlockQ8_0, quantize_q8_0, ACT_Q8_0, QK, Q8_0_BYTES, dot_q8_0_q8_0,
+    Q8_0, BlockQ8_0, row_independent(quantize_q8_0), ACT_Q8_0, QK, Q8_0_BYTES, dot_q8_0_q8_0,
     neon::tile_q8_0, avx2::tile_q8_0, vnni::tile_q8_0, avx512::tile_q8_0
 );
 weight_type!(
-    Q4K, BlockQ8K, quantize_q8_k, ACT_Q8_K, QK_K, Q4_K_BYTES, dot_q4_k_q8_k,
+    Q4K, BlockQ8K, quantize_q8_k_rows, ACT_Q8_K, QK_K, Q4_K_BYTES, dot_q4_k_q8_k,
     neon_k::tile_q4_k, avx2_k::tile_q4_k, vnni_k::tile_q4_k
 );
 weight_type!(
-    Q6K, BlockQ8K, quantize_q8_k, ACT_Q8_K, QK_K, Q6_K_BYTES, dot_q6_k_q8_k,
+    Q6K, BlockQ8K, quantize_q8_k_rows, ACT_Q8_K, QK_K, Q6_K_BYTES, dot_q6_k_q8_k,
     neon_k::tile_q6_k, avx2_k::tile_q6_k, vnni_k::tile_q6_k
 );

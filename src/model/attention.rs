@@ -3,16 +3,9 @@
 use std::cell::RefCell;
 
 use crate::kernels::pool::{self, DisjointOut};
-use crate::model::config::Config;
+use crate::model::config::{Config, RopePairs};
 use crate::model::kv_cache::KvElement;
 use crate::model::numerics::{softmax, CacheValues, WeightedSum};
-
-/// llama.cpp pads the number of cache positions one attention step reads to a multiple of
-/// this. The padding has weight 0, but it decides where ggml's dot product over positions
-/// switches to its scalar f64 tail, and so the rounding. 32 is the padding of the llama.cpp
-/// version that produced `../shared/reference` (c392e50; without flash attention); with it,
-/// all 16 reference completions are reproduced exactly, with 256 (newer versions) 13.
-const KV_PAD: usize = 32;
 
 /// RoPE angles `θ_i·pos` with `θ_i = base^(-2i/rope_dim)`, optionally divided by per-pair
 /// frequency factors (llama 3.1's `rope_freqs.weight`).
@@ -20,6 +13,7 @@ pub struct Rope {
     theta_scale: f32,
     freq_factors: Option<Vec<f32>>,
     half: usize,
+    pairs: RopePairs,
 }
 
 impl Rope {
@@ -28,6 +22,7 @@ impl Rope {
             theta_scale: cfg.rope_base.powf(-2.0 / cfg.rope_dim as f32),
             freq_factors: freq_factors.map(<[f32]>::to_vec),
             half: cfg.rope_dim / 2,
+            pairs: cfg.rope_pairs,
         }
     }
 
@@ -45,18 +40,23 @@ impl Rope {
         }
     }
 
-    /// Rotates the consecutive pairs `(x[2i], x[2i+1])` of every head of each row of `x` by
-    /// the row's `angles` (from [`Rope::angles`]). GGUF llama weights are permuted at
-    /// conversion so that this interleaved form is exact. The angle is built by repeated
-    /// multiplication, `θ_{i+1} = θ_i · scale`, and the rotation uses one fused multiply-add
-    /// per output, as ggml's compiled code does, so the rounding matches the peer engine.
+    /// Rotates pair `i` of every head of each row of `x` by the row's `angles` (from
+    /// [`Rope::angles`]); the pair is `(2i, 2i + 1)` or `(i, i + half)` by [`RopePairs`]. The
+    /// angle is built by repeated multiplication, `θ_{i+1} = θ_i · scale`, and the rotation
+    /// uses one fused multiply-add per output, as ggml's compiled code does, so the rounding
+    /// matches the peer engine.
     pub fn apply(&self, x: &mut [f32], row_len: usize, head_dim: usize, angles: &[(f32, f32)]) {
-        for (row, sin_cos) in x.chunks_exact_mut(row_len).zip(angles.chunks_exact(self.half)) {
+        let half = self.half;
+        for (row, sin_cos) in x.chunks_exact_mut(row_len).zip(angles.chunks_exact(half)) {
             for head in row.chunks_exact_mut(head_dim) {
                 for (i, (sin, cos)) in sin_cos.iter().enumerate() {
-                    let (a, b) = (head[2 * i], head[2 * i + 1]);
-                    head[2 * i] = a.mul_add(*cos, -(b * sin));
-                    head[2 * i + 1] = a.mul_add(*sin, b * cos);
+                    let (ia, ib) = match self.pairs {
+                        RopePairs::Adjacent => (2 * i, 2 * i + 1),
+                        RopePairs::Halves => (i, i + half),
+                    };
+                    let (a, b) = (head[ia], head[ib]);
+                    head[ia] = a.mul_add(*cos, -(b * sin));
+                    head[ib] = a.mul_add(*sin, b * cos);
                 }
             }
         }
@@ -112,7 +112,7 @@ impl<E: CacheValues> Shape<'_, E> {
         let (cfg, hd, q_dim) = (self.cfg, self.cfg.head_dim, self.cfg.q_dim());
         let rows = q.len() / q_dim;
         let sums = Sums {
-            n_kv: (self.pos0 + rows).next_multiple_of(KV_PAD),
+            n_kv: (self.pos0 + rows).next_multiple_of(cfg.kv_pad),
             gemm: rows > 1 && hd % 16 == 0,
         };
         let heads = DisjointOut::new(out);
@@ -150,7 +150,9 @@ impl<E: CacheValues> Shape<'_, E> {
 /// How the sums over positions are ordered, as ggml orders them.
 #[derive(Clone, Copy)]
 struct Sums {
-    /// Cache positions the peer engine reads (padded), see [`KV_PAD`].
+    /// Cache positions the peer engine reads, padded to `Config::kv_pad`: the padding has
+    /// weight 0, but it decides where ggml's dot product over positions switches to its scalar
+    /// f64 tail, and so the rounding.
     n_kv: usize,
     /// Sum in the order of ggml's matrix kernel (a batch) instead of its vector dot product.
     gemm: bool,

@@ -3,11 +3,63 @@
 use crate::error::{Error, Result};
 use crate::model::gguf::GgufFile;
 
-/// Architectures that share the llama block (pre-norm, RoPE, GQA attention, SwiGLU FFN).
-const LLAMA_FAMILY: &[&str] = &["llama", "mistral"];
+/// The architectures that share the llama block (pre-norm, RoPE, GQA attention, SwiGLU FFN).
+/// What tells them apart is data: [`Architecture::rope_pairs`] and whether Q/K/V carry biases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Architecture {
+    /// Llama 1–3, SmolLM, TinyLlama, Mistral-style (`llama`, `mistral`).
+    Llama,
+    /// Qwen2 and Qwen2.5 (`qwen2`): Q/K/V biases, NEOX-style RoPE.
+    Qwen2,
+}
+
+impl Architecture {
+    /// The `general.architecture` names this engine runs, for error messages.
+    pub const SUPPORTED: &'static str = "llama, mistral, qwen2";
+
+    fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "llama" | "mistral" => Some(Self::Llama),
+            "qwen2" => Some(Self::Qwen2),
+            _ => None,
+        }
+    }
+
+    /// How RoPE pairs a head's dimensions. llama.cpp's converter permutes Llama's Q/K weights
+    /// so that adjacent dimensions form the rotated pairs; Qwen2's weights are not permuted, so
+    /// dimension `i` pairs with `i + d/2` (ggml's NORM and NEOX modes).
+    pub fn rope_pairs(self) -> RopePairs {
+        match self {
+            Self::Llama => RopePairs::Adjacent,
+            Self::Qwen2 => RopePairs::Halves,
+        }
+    }
+
+    /// Whether the Q, K and V projections add a bias (`blk.N.attn_{q,k,v}.bias`).
+    pub fn qkv_bias(self) -> bool {
+        self == Self::Qwen2
+    }
+}
+
+/// Which dimensions of a head RoPE rotates together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RopePairs {
+    /// `(2i, 2i + 1)`: ggml's NORM mode.
+    Adjacent,
+    /// `(i, i + rope_dim/2)`: ggml's NEOX mode.
+    Halves,
+}
+
+/// The KV padding of llama.cpp 0c1e570, the peer engine (DESIGN §4): 256 positions. The
+/// version that produced the SmolLM2 reference outputs (c392e50) padded to 32.
+pub const PEER_KV_PAD: usize = 256;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
+    pub architecture: Architecture,
+    pub rope_pairs: RopePairs,
+    /// Q, K and V projections add a bias before RoPE.
+    pub qkv_bias: bool,
     pub n_layers: usize,
     /// Width of the residual stream (`hidden_size`).
     pub dim: usize,
@@ -21,6 +73,10 @@ pub struct Config {
     pub rope_base: f32,
     pub rms_eps: f32,
     pub context_len: usize,
+    /// Attention reads the cache in multiples of this many positions, as llama.cpp pads its
+    /// KV view (see `attention.rs`): not a property of the model but of the peer engine whose
+    /// rounding we reproduce. [`PEER_KV_PAD`] by default.
+    pub kv_pad: usize,
     pub vocab_size: usize,
     /// True when the LM head reuses `token_embd.weight` (no `output.weight` in the file).
     pub tied_embeddings: bool,
@@ -29,9 +85,8 @@ pub struct Config {
 impl Config {
     pub fn from_gguf(gguf: &GgufFile) -> Result<Self> {
         let arch = gguf.string("general.architecture")?.to_string();
-        if !LLAMA_FAMILY.contains(&arch.as_str()) {
-            return Err(Error::UnsupportedArchitecture(arch));
-        }
+        let architecture =
+            Architecture::from_name(&arch).ok_or_else(|| Error::UnsupportedArchitecture(arch.clone()))?;
         let key = |k: &str| format!("{arch}.{k}");
         let n_layers = gguf.u64(&key("block_count"))? as usize;
         let dim = gguf.u64(&key("embedding_length"))? as usize;
@@ -54,6 +109,9 @@ impl Config {
         let embd = gguf.tensor_dims("token_embd.weight")?;
         let vocab_size = embd[0];
         Ok(Self {
+            architecture,
+            rope_pairs: architecture.rope_pairs(),
+            qkv_bias: architecture.qkv_bias(),
             n_layers,
             dim,
             ffn_dim,
@@ -64,6 +122,7 @@ impl Config {
             rope_base: gguf.f32(&key("rope.freq_base")).unwrap_or(10_000.0),
             rms_eps: gguf.f32(&key("attention.layer_norm_rms_epsilon")).unwrap_or(1e-5),
             context_len: gguf.u64(&key("context_length")).unwrap_or(2048) as usize,
+            kv_pad: PEER_KV_PAD,
             vocab_size,
             tied_embeddings: !gguf.has_tensor("output.weight"),
         })

@@ -15,7 +15,7 @@ use crate::model::config::Config;
 use crate::model::gguf::GgufFile;
 use crate::model::kv_cache::{KvCache, KvPrecision, KvStore};
 use crate::model::linear::Linear;
-use crate::model::ops::{add_assign, cosine, norm, rms_norm, silu_mul};
+use crate::model::ops::{add_assign, add_bias, cosine, norm, rms_norm, silu_mul};
 use crate::model::weights::{LayerWeights, Weights};
 use crate::model::workspace::Workspace;
 use crate::skip::{LayerPlan, Phase, Saturation, SkipPolicy};
@@ -132,7 +132,7 @@ impl Llama {
             for (x, &token) in ws.x.chunks_exact_mut(cfg.dim).zip(step.tokens) {
                 self.weights.token_embd.row(token, x);
             }
-            let last = (rows - 1) * cfg.dim;
+            let mut last = (rows - 1) * cfg.dim;
             let mut previous_ffn_ran = true;
             for l in 0..cfg.n_layers {
                 let plan = policy.plan(l);
@@ -157,9 +157,17 @@ impl Llama {
                         add_assign(&mut ws.x, &ws.delta);
                         counts.attention[l] += rows as u64;
                         counts.kv_writes[l] += rows as u64;
+                        if l == cfg.n_layers - 1 && !step.all_logits {
+                            // Only the last row's logits are wanted, so only that row goes on
+                            // past the last attention, as in llama.cpp: the rows dropped here
+                            // are not skipped (they are counted), only unused, and a product's
+                            // rounding depends on its row count (`kernels::blocks_k`).
+                            ws.x.drain(..last);
+                            last = 0;
+                        }
                         if plan == LayerPlan::Full {
                             // h_out = h_mid + FFN(RMSNorm_ffn(h_mid))
-                            self.ffn(l, ws, rows)?;
+                            self.ffn(l, ws)?;
                             if wants {
                                 copy_into(&mut ws.h_mid, &ws.x[last..]);
                             }
@@ -173,7 +181,7 @@ impl Llama {
                 }
             }
             let out_rows = if step.all_logits { rows } else { 1 };
-            let x = &ws.x[(rows - out_rows) * cfg.dim..];
+            let x = &ws.x[ws.x.len() - out_rows * cfg.dim..];
             let xn = &mut ws.xn[..out_rows * cfg.dim];
             rms_norm(x, &self.weights.output_norm, cfg.rms_eps, xn);
             logits.resize(out_rows * cfg.vocab_size, 0.0);
@@ -182,7 +190,8 @@ impl Llama {
     }
 
     /// Normalises the residual into `ws.xn`, projects K and V (and Q into `ws.q` if
-    /// `with_q`), applies RoPE and stores K and V at `pos..`.
+    /// `with_q`), adds the projections' biases if the architecture has them, applies RoPE and
+    /// stores K and V at `pos..`.
     fn write_kv(&self, l: usize, ws: &mut Workspace, pos: usize, cache: &mut KvCache, with_q: bool) -> Result<()> {
         let (cfg, w) = (&self.config, &self.weights.layers[l]);
         let rows = ws.x.len() / cfg.dim;
@@ -190,10 +199,19 @@ impl Llama {
         if with_q {
             let outs = &mut [&mut ws.q[..], &mut ws.k[..], &mut ws.v[..]];
             Linear::forward_shared(&[&w.attn_q, &w.attn_k, &w.attn_v], &ws.xn, rows, outs)?;
-            self.rope.apply(&mut ws.q, cfg.q_dim(), cfg.head_dim, &ws.rope);
         } else {
             let outs = &mut [&mut ws.k[..], &mut ws.v[..]];
             Linear::forward_shared(&[&w.attn_k, &w.attn_v], &ws.xn, rows, outs)?;
+        }
+        if let Some(b) = &w.qkv_bias {
+            if with_q {
+                add_bias(&mut ws.q, &b.q);
+            }
+            add_bias(&mut ws.k, &b.k);
+            add_bias(&mut ws.v, &b.v);
+        }
+        if with_q {
+            self.rope.apply(&mut ws.q, cfg.q_dim(), cfg.head_dim, &ws.rope);
         }
         self.rope.apply(&mut ws.k, cfg.kv_dim(), cfg.head_dim, &ws.rope);
         cache.write(l, pos, &ws.k, &ws.v);
@@ -219,13 +237,16 @@ impl Llama {
         w.attn_output.forward_into(&ws.heads, rows, &mut ws.delta)
     }
 
-    /// `ws.delta = FFN_l(RMSNorm_ffn(h_mid))`, the SwiGLU block; the caller adds it to the
-    /// residual.
-    fn ffn(&self, l: usize, ws: &mut Workspace, rows: usize) -> Result<()> {
+    /// `ws.delta = FFN_l(RMSNorm_ffn(h_mid))` for the rows of `ws.x`, the SwiGLU block; the
+    /// caller adds it to the residual.
+    fn ffn(&self, l: usize, ws: &mut Workspace) -> Result<()> {
         let (cfg, w) = (&self.config, &self.weights.layers[l]);
-        rms_norm(&ws.x, &w.ffn_norm, cfg.rms_eps, &mut ws.xn);
-        Linear::forward_gated(&w.ffn_gate, &w.ffn_up, &ws.xn, rows, &mut ws.gate, &mut ws.hidden, &silu_mul)?;
-        w.ffn_down.forward_into(&ws.hidden, rows, &mut ws.delta)
+        let rows = ws.x.len() / cfg.dim;
+        let (xn, delta) = (&mut ws.xn[..rows * cfg.dim], &mut ws.delta[..rows * cfg.dim]);
+        let (gate, hidden) = (&mut ws.gate[..rows * cfg.ffn_dim], &mut ws.hidden[..rows * cfg.ffn_dim]);
+        rms_norm(&ws.x, &w.ffn_norm, cfg.rms_eps, xn);
+        Linear::forward_gated(&w.ffn_gate, &w.ffn_up, xn, rows, gate, hidden, &silu_mul)?;
+        w.ffn_down.forward_into(hidden, rows, delta)
     }
 }
 

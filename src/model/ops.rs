@@ -28,6 +28,13 @@ pub fn add_assign(x: &mut [f32], delta: &[f32]) {
     }
 }
 
+/// Adds `bias` to every row of `x` (`[rows, bias.len()]`).
+pub fn add_bias(x: &mut [f32], bias: &[f32]) {
+    for row in x.chunks_exact_mut(bias.len()) {
+        add_assign(row, bias);
+    }
+}
+
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }

@@ -7,11 +7,20 @@ use crate::model::embedding::Embedding;
 use crate::model::gguf::GgufFile;
 use crate::model::linear::{check_shape, Linear};
 
+/// The biases Qwen2 adds to its Q, K and V projections.
+pub struct QkvBias {
+    pub q: Vec<f32>,
+    pub k: Vec<f32>,
+    pub v: Vec<f32>,
+}
+
 pub struct LayerWeights {
     pub attn_norm: Vec<f32>,
     pub attn_q: Linear,
     pub attn_k: Linear,
     pub attn_v: Linear,
+    /// Present exactly when the architecture has Q/K/V biases (`Config::qkv_bias`).
+    pub qkv_bias: Option<QkvBias>,
     pub attn_output: Linear,
     pub ffn_norm: Vec<f32>,
     pub ffn_gate: Linear,
@@ -49,7 +58,17 @@ impl Weights {
         let layers = (0..cfg.n_layers)
             .map(|l| {
                 let p = |name: &str| format!("blk.{l}.{name}.weight");
+                let bias = |name: &str, len: usize| vector(gguf, &format!("blk.{l}.{name}.bias"), len);
+                let qkv_bias = match cfg.qkv_bias {
+                    true => Some(QkvBias {
+                        q: bias("attn_q", cfg.q_dim())?,
+                        k: bias("attn_k", cfg.kv_dim())?,
+                        v: bias("attn_v", cfg.kv_dim())?,
+                    }),
+                    false => None,
+                };
                 Ok(LayerWeights {
+                    qkv_bias,
                     attn_norm: vector(gguf, &p("attn_norm"), cfg.dim)?,
                     attn_q: Linear::load(gguf, &p("attn_q"), cfg.q_dim(), cfg.dim)?,
                     attn_k: Linear::load(gguf, &p("attn_k"), cfg.kv_dim(), cfg.dim)?,

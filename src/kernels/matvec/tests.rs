@@ -4,7 +4,7 @@ use super::*;
 use crate::kernels::blocks::{
     dot_q4_0_q8_0, dot_q4_1_q8_1, dot_q8_0_q8_0, quantize_q8_0, quantize_q8_1, Q8_0_BYTES,
 };
-use crate::kernels::blocks_k::{dot_q4_k_q8_k, dot_q6_k_q8_k, quantize_q8_k};
+use crate::kernels::blocks_k::{dot_q4_k_q8_k, dot_q6_k_q8_k, quantize_q8_k_rows, Q4KSums, QK_K};
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Module, Tensor};
 
@@ -158,8 +158,12 @@ fn random_acts(ty: QuantType, n: usize, cols: usize, seed: u64) -> Vec<f32> {
 /// The oracle: one scalar dot per (activation row, weight row).
 fn oracle(ty: QuantType, w: &[u8], rows: usize, cols: usize, x: &[f32]) -> Vec<f32> {
     let row_bytes = cols / ty.block_values() * ty.block_bytes();
+    // Q8_K rows depend on the batch they are in (`Q4KSums`).
+    let mut acts_k = Vec::new();
+    quantize_q8_k_rows(x, cols, &mut acts_k);
     let mut y = Vec::new();
-    for xr in x.chunks_exact(cols) {
+    for (i, xr) in x.chunks_exact(cols).enumerate() {
+        let row_k = &acts_k[i * cols / QK_K..(i + 1) * cols / QK_K];
         for wr in w.chunks_exact(row_bytes).take(rows) {
             y.push(match ty {
                 QuantType::Q4_0 => {
@@ -177,16 +181,8 @@ fn oracle(ty: QuantType, w: &[u8], rows: usize, cols: usize, x: &[f32]) -> Vec<f
                     quantize_q8_0(xr, &mut a);
                     dot_q8_0_q8_0(wr, &a)
                 }
-                QuantType::Q4K => {
-                    let mut a = Vec::new();
-                    quantize_q8_k(xr, &mut a);
-                    dot_q4_k_q8_k(wr, &a)
-                }
-                QuantType::Q6K => {
-                    let mut a = Vec::new();
-                    quantize_q8_k(xr, &mut a);
-                    dot_q6_k_q8_k(wr, &a)
-                }
+                QuantType::Q4K => dot_q4_k_q8_k(wr, row_k),
+                QuantType::Q6K => dot_q6_k_q8_k(wr, row_k),
             });
         }
     }
@@ -210,7 +206,9 @@ fn kernels_match_scalar_bit_for_bit() {
         for nb in [1, 2, 3].into_iter().chain(realistic) {
             let cols = nb * ty.block_values();
             for rows in [1, 3, 4, 5, 9, 64, 131] {
-                for n in [1, 2, 3, 5] {
+                // 5 and 6: a group of 4 rows through ggml's batched Q4_K order, then single rows;
+                // 9: Q6_K's tiled order too.
+                for n in [1, 2, 3, 5, 6, 9] {
                     seed += 1;
                     let w = random_weights(ty, rows, cols, seed);
                     let x = random_acts(ty, n, cols, seed + 1000);
@@ -224,6 +222,28 @@ fn kernels_match_scalar_bit_for_bit() {
                 }
             }
         }
+    }
+}
+
+/// Q4_K rows in a batch (complete groups of 4) sum in another order than single rows, as
+/// ggml's batched and one-row kernels do: the same row gives other bits, equal up to rounding.
+#[test]
+fn q4_k_batched_rows_round_otherwise() {
+    let (rows, cols) = (64, 1536);
+    let w = random_weights(QuantType::Q4K, rows, cols, 5);
+    let row = random_acts(QuantType::Q4K, 1, cols, 6);
+    let batch: Vec<f32> = row.iter().cycle().take(5 * cols).copied().collect();
+    let mut acts = Vec::new();
+    quantize_q8_k_rows(&batch, cols, &mut acts);
+    let sums: Vec<Q4KSums> = acts.chunks_exact(cols / QK_K).map(|r| r[0].q4_k_sums).collect();
+    assert_eq!(sums, [[Q4KSums::PerSubBlockPair; 4].as_slice(), &[Q4KSums::PerBlock]].concat());
+    let m = QuantMatrix::new(QuantType::Q4K, w, rows, cols).unwrap();
+    let y = m.forward(&batch);
+    let (first, last) = (&y[..rows], &y[4 * rows..]);
+    assert_same_bits(last, &m.forward(&row), "the single row");
+    assert!(first.iter().zip(last).any(|(a, b)| a != b), "some rounding differs");
+    for (a, b) in first.iter().zip(last) {
+        assert!((a - b).abs() <= 1e-4 * a.abs().max(1.0), "{a} vs {b}");
     }
 }
 
