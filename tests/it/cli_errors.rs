@@ -39,6 +39,14 @@ fn unsupported_architecture() {
     assert_clean_failure(&out, "unsupported architecture 'falcon'");
 }
 
+/// A qwen2 model must carry its Q/K/V biases (the tiny model has none).
+#[test]
+fn qwen2_model_without_its_biases() {
+    let (_d, path) = tiny_model_file(TinyModel { architecture: "qwen2", ..Default::default() });
+    let out = ffnskip(&["generate", "--model", path.to_str().unwrap(), "--prompt", "hi"]);
+    assert_clean_failure(&out, "blk.0.attn_q.bias");
+}
+
 #[test]
 fn unsupported_quantisation_type() {
     let (_d, path) = tiny_model_file(TinyModel { dtype: GgmlDType::Q8_1, ..Default::default() });

@@ -3,6 +3,7 @@
 mod cli_errors;
 mod common;
 mod eval;
+mod fetch;
 mod forward;
 mod generate_cli;
 mod profile;
