@@ -3,8 +3,9 @@
 //! quantisation). For the 32-value block types (Q4_0, Q4_1, Q8_0) the arithmetic follows
 //! ggml's x86 kernels lane for lane, so greedy outputs match the peer engine: 8 f32 lanes, each
 //! accumulating `d_w·d_a·Σ(4 int products)` with FMA, summed pairwise at the end. The k-quants
-//! (Q4_K, Q6_K, `blocks_k.rs`) keep that structure with their own documented order: within
-//! tolerance of ggml, not bit-equal to it; every kernel is bit-equal to our scalar oracles.
+//! (Q4_K, Q6_K, `blocks_k.rs`) follow the x86 kernel ggml picks for the product's row count
+//! (its repacked Q4_K kernels, its vector or tiled Q6_K ones), which the quantised activation
+//! rows record. Every kernel is bit-equal to our scalar oracles.
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;

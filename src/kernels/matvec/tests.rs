@@ -4,7 +4,7 @@ use super::*;
 use crate::kernels::blocks::{
     dot_q4_0_q8_0, dot_q4_1_q8_1, dot_q8_0_q8_0, quantize_q8_0, quantize_q8_1, Q8_0_BYTES,
 };
-use crate::kernels::blocks_k::{dot_q4_k_q8_k, dot_q6_k_q8_k, quantize_q8_k_rows, Q4KSums, QK_K};
+use crate::kernels::blocks_k::{dot_q4_k_q8_k, dot_q6_k_q8_k, quantize_q8_k_rows, Q4KSums, Q6KSums, QK_K};
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Module, Tensor};
 
@@ -225,25 +225,33 @@ fn kernels_match_scalar_bit_for_bit() {
     }
 }
 
-/// Q4_K rows in a batch (complete groups of 4) sum in another order than single rows, as
-/// ggml's batched and one-row kernels do: the same row gives other bits, equal up to rounding.
+/// k-quant rows in a batch sum in another order than single rows, as ggml's batched and one-row
+/// kernels do: Q4_K rows in complete groups of 4, Q6_K rows of a product with 8 or more. The
+/// same activation row then gives other bits, equal up to rounding.
 #[test]
-fn q4_k_batched_rows_round_otherwise() {
+fn k_quant_batched_rows_round_otherwise() {
     let (rows, cols) = (64, 1536);
-    let w = random_weights(QuantType::Q4K, rows, cols, 5);
     let row = random_acts(QuantType::Q4K, 1, cols, 6);
-    let batch: Vec<f32> = row.iter().cycle().take(5 * cols).copied().collect();
-    let mut acts = Vec::new();
-    quantize_q8_k_rows(&batch, cols, &mut acts);
-    let sums: Vec<Q4KSums> = acts.chunks_exact(cols / QK_K).map(|r| r[0].q4_k_sums).collect();
-    assert_eq!(sums, [[Q4KSums::PerSubBlockPair; 4].as_slice(), &[Q4KSums::PerBlock]].concat());
-    let m = QuantMatrix::new(QuantType::Q4K, w, rows, cols).unwrap();
-    let y = m.forward(&batch);
-    let (first, last) = (&y[..rows], &y[4 * rows..]);
-    assert_same_bits(last, &m.forward(&row), "the single row");
-    assert!(first.iter().zip(last).any(|(a, b)| a != b), "some rounding differs");
-    for (a, b) in first.iter().zip(last) {
-        assert!((a - b).abs() <= 1e-4 * a.abs().max(1.0), "{a} vs {b}");
+    for (ty, n) in [(QuantType::Q4K, 5), (QuantType::Q6K, 9)] {
+        let batch: Vec<f32> = row.iter().cycle().take(n * cols).copied().collect();
+        let mut acts = Vec::new();
+        quantize_q8_k_rows(&batch, cols, &mut acts);
+        let marks: Vec<(Q4KSums, Q6KSums)> =
+            acts.chunks_exact(cols / QK_K).map(|r| (r[0].q4_k_sums, r[0].q6_k_sums)).collect();
+        let q4 = |i: usize| if i < n - n % 4 { Q4KSums::PerSubBlockPair } else { Q4KSums::PerBlock };
+        let q6 = if n >= 8 { Q6KSums::PerBlock } else { Q6KSums::Lanes };
+        assert_eq!(marks, (0..n).map(|i| (q4(i), q6)).collect::<Vec<_>>(), "{ty:?}");
+        let m = QuantMatrix::new(ty, random_weights(ty, rows, cols, 5), rows, cols).unwrap();
+        let y = m.forward(&batch);
+        let single = m.forward(&row);
+        let first = &y[..rows];
+        assert!(first.iter().zip(&single).any(|(a, b)| a != b), "{ty:?}: some rounding differs");
+        for (a, b) in first.iter().zip(&single) {
+            assert!((a - b).abs() <= 1e-4 * a.abs().max(1.0), "{ty:?}: {a} vs {b}");
+        }
+        if ty == QuantType::Q4K {
+            assert_same_bits(&y[4 * rows..], &single, "Q4_K: the row after the group of 4");
+        }
     }
 }
 
