@@ -64,9 +64,9 @@ pub(super) fn high_bits(qh: i32) -> __m256i {
     _mm256_and_si256(set, _mm256_set1_epi8(0x10))
 }
 
-/// Defines `tile_q4_0`, `tile_q4_1`, `tile_q5_0`, `tile_q5_1` and `tile_q8_0` for one instruction set: `$feat` are the
-/// target features, `|$acc, $q, $a| $dot` adds the exact integer dot of 4-byte groups (u8 `q` ×
-/// i8 `a`) to the i32 lanes of `acc`.
+/// Defines `tile_q4_0`, `tile_q4_1`, `tile_q5_0`, `tile_q5_1` and `tile_q8_0` for one instruction
+/// set: `$feat` are the target features, `|$acc, $q, $a| $dot` adds the exact integer dot of
+/// 4-byte groups (u8 `q` × i8 `a`) to the i32 lanes of `acc`.
 macro_rules! tiles {
     ($module:ident, $feat:literal, |$acc:ident, $q:ident, $a:ident| $dot:expr) => {
         pub mod $module {

@@ -10,10 +10,10 @@
 //! `ffnskip bench --policies dense`, the decode order is ~10% faster at decode (1 and 2
 //! threads) and the block order ~15% faster at prefill than the other way round.
 //!
-//! The bits are those of the scalar oracles in `blocks.rs` and `blocks_q5.rs`, for the reasons given in
-//! `avx2.rs`: each 32-bit lane holds one row's exact integer sum of 4 products, and its f32
-//! chain is the oracle's lane chain. Only the place of a lane in the register changes, and
-//! the final reduction reads each row's 8 lanes back in the oracle's order.
+//! The bits are those of the scalar oracles in `blocks.rs` and `blocks_q5.rs`, for the reasons
+//! given in `avx2.rs`: each 32-bit lane holds one row's exact integer sum of 4 products, and
+//! its f32 chain is the oracle's lane chain. Only the place of a lane in the register changes,
+//! and the final reduction reads each row's 8 lanes back in the oracle's order.
 
 use std::arch::x86_64::*;
 
