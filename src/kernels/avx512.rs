@@ -175,9 +175,9 @@ unsafe fn min_pairs<const R: usize, const C: usize, const Q5: bool>(
 }
 
 /// `out[r][c] = dot_q5_0_q8_0(row r, acts[c])` for the `R` (even) rows starting at `w`: the
-/// layout of [`tile_q4_1`], unsigned quants 0..=31 (16 added where the fifth bit is set), and
-/// `−16·Σa` per lane as the starting value of the integer dot, which makes each lane's integer
-/// `Σ (q − 16)·a`.
+/// layout of [`tile_q4_1`]. The values `v = q − 16` are the nibble where the fifth bit is set
+/// and `nibble − 16 < 0` where it is clear, so `|v|` (as u8) times `a` negated where the bit is
+/// clear gives the products `v·a` (as in [`tile_q8_0`]; activation quants are in −127..=127).
 ///
 /// # Safety
 /// As [`tile_q4_1`], with `row_bytes ≥ nb · 22`.
@@ -197,17 +197,15 @@ pub unsafe fn tile_q5_0<const R: usize, const C: usize>(
     // Lanes of r0 take d0 (element 0 of [d0, d1]), lanes of r1 take d1.
     let d_index = _mm512_set_epi32(1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0);
     let mut acc = [[_mm512_setzero_ps(); C]; R];
-    // Block `b` of the activation rows arranged as in `tile_q4_1`, its scale, and −16·Σa.
-    let prepare = |b: usize| -> [(__m512i, __m512, __m512i); C] {
+    // Block `b` of the activation rows arranged as in `tile_q4_1`, and its scale.
+    let prepare = |b: usize| -> [(__m512i, __m512); C] {
         std::array::from_fn(|c| {
             let a = &*acts[c].add(b);
             let a256 = _mm512_castsi256_si512(_mm256_loadu_si256(a.qs.as_ptr().cast()));
-            let aq = _mm512_shuffle_i64x2::<0b01_01_00_00>(a256, a256);
-            let sum = _mm512_dpbusd_epi32(_mm512_setzero_si512(), sixteen, aq);
-            (aq, _mm512_set1_ps(a.d), _mm512_sub_epi32(_mm512_setzero_si512(), sum))
+            (_mm512_shuffle_i64x2::<0b01_01_00_00>(a256, a256), _mm512_set1_ps(a.d))
         })
     };
-    let step = |p: usize, b: usize, a: &[(__m512i, __m512, __m512i); C]| {
+    let step = |p: usize, b: usize, a: &[(__m512i, __m512); C]| {
         let p0 = w.add(2 * p * row_bytes + b * Q5_0_BYTES);
         let p1 = p0.add(row_bytes);
         _mm_prefetch::<_MM_HINT_T0>(p0.wrapping_add(PREFETCH_BYTES).cast());
@@ -215,11 +213,14 @@ pub unsafe fn tile_q5_0<const R: usize, const C: usize>(
         let d01 = i32::from(p0.cast::<u16>().read_unaligned()) | (i32::from(p1.cast::<u16>().read_unaligned()) << 16);
         let d = _mm512_permutexvar_ps(d_index, _mm512_castps128_ps512(_mm_cvtph_ps(pair_i32(d01, 0))));
         let x = _mm256_set_m128i(_mm_loadu_si128(p1.add(6).cast()), _mm_loadu_si128(p0.add(6).cast()));
-        let q = _mm512_and_si512(_mm512_inserti64x4::<1>(_mm512_castsi256_si512(x), _mm256_srli_epi16::<4>(x)), low);
+        let nibbles = _mm512_and_si512(_mm512_inserti64x4::<1>(_mm512_castsi256_si512(x), _mm256_srli_epi16::<4>(x)), low);
         let qh = |p: *const u8| p.add(2).cast::<u32>().read_unaligned();
-        let q = _mm512_mask_add_epi8(q, pair_high_bits(qh(p0), qh(p1)), q, sixteen);
-        for (c, &(aq, ad, corr)) in a.iter().enumerate() {
-            let s = _mm512_dpbusd_epi32(corr, q, aq);
+        let negative = !pair_high_bits(qh(p0), qh(p1));
+        // |v|: 16 − nibble where v < 0, else the nibble.
+        let abs = _mm512_mask_sub_epi8(nibbles, negative, sixteen, nibbles);
+        for (c, &(aq, ad)) in a.iter().enumerate() {
+            let aw = _mm512_mask_sub_epi8(aq, negative, _mm512_setzero_si512(), aq);
+            let s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), abs, aw);
             let dd = _mm512_mul_ps(d, ad);
             acc[p][c] = _mm512_fmadd_ps(dd, _mm512_cvtepi32_ps(s), acc[p][c]);
         }
