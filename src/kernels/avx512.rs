@@ -10,14 +10,15 @@
 //! `ffnskip bench --policies dense`, the decode order is ~10% faster at decode (1 and 2
 //! threads) and the block order ~15% faster at prefill than the other way round.
 //!
-//! The bits are those of the scalar oracles in `blocks.rs`, for the reasons given in
-//! `avx2.rs`: each 32-bit lane holds one row's exact integer sum of 4 products, and its f32
-//! chain is the oracle's lane chain. Only the place of a lane in the register changes, and
-//! the final reduction reads each row's 8 lanes back in the oracle's order.
+//! The bits are those of the scalar oracles in `blocks.rs` and `blocks_q5.rs`, for the reasons
+//! given in `avx2.rs`: each 32-bit lane holds one row's exact integer sum of 4 products, and
+//! its f32 chain is the oracle's lane chain. Only the place of a lane in the register changes,
+//! and the final reduction reads each row's 8 lanes back in the oracle's order.
 
 use std::arch::x86_64::*;
 
 use super::blocks::{hsum8, BlockQ8_0, BlockQ8_1, Q4_1_BYTES, Q8_0_BYTES};
+use super::blocks_q5::{Q5_0_BYTES, Q5_1_BYTES};
 
 /// Software prefetch distance along each of the two rows being read, in bytes.
 const PREFETCH_BYTES: usize = 1024;
@@ -60,6 +61,14 @@ fn pair_i32(lo: i32, hi: i32) -> __m128i {
     _mm_set_epi32(0, 0, hi, lo)
 }
 
+/// The fifth bits of a Q5 row pair's blocks (`qh` of r0 and r1) as a byte mask in the pair
+/// register's layout of [`tile_q4_1`]: r0's values 0..16, r1's 0..16, r0's 16..32, r1's 16..32.
+#[inline(always)]
+fn pair_high_bits(qh0: u32, qh1: u32) -> u64 {
+    let (h0, h1) = (u64::from(qh0), u64::from(qh1));
+    (h0 & 0xFFFF) | (h1 & 0xFFFF) << 16 | (h0 >> 16) << 32 | (h1 >> 16) << 48
+}
+
 /// `out[r][c] = dot_q4_1_q8_1(row r, acts[c])` for the `R` (even) rows starting at `w`.
 ///
 /// Register layout of a row pair (r0, r1), in 128-bit quarters: r0's low nibbles (values
@@ -71,7 +80,6 @@ fn pair_i32(lo: i32, hi: i32) -> __m128i {
 /// The CPU must support AVX-512 F/BW/VL/VNNI, F16C and FMA; `w` must hold `R · row_bytes`
 /// bytes with `row_bytes ≥ nb · 20`, and every `acts[c]` at least `nb` blocks.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-#[allow(clippy::needless_range_loop)] // `p` indexes row pairs in several arrays
 #[inline(never)] // a tile is long; kept apart so profiles attribute time to its weight type
 pub unsafe fn tile_q4_1<const R: usize, const C: usize>(
     w: *const u8,
@@ -80,7 +88,43 @@ pub unsafe fn tile_q4_1<const R: usize, const C: usize>(
     acts: [*const BlockQ8_1; C],
     out: &mut [[f32; C]; R],
 ) {
+    min_pairs::<R, C, false>(w, row_bytes, nb, acts, out)
+}
+
+/// `out[r][c] = dot_q5_1_q8_1(row r, acts[c])` for the `R` (even) rows starting at `w`: the
+/// layout of [`tile_q4_1`], with 16 added to the bytes whose fifth bit is set.
+///
+/// # Safety
+/// As [`tile_q4_1`], with `row_bytes ≥ nb · 24`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[inline(never)] // a tile is long; kept apart so profiles attribute time to its weight type
+pub unsafe fn tile_q5_1<const R: usize, const C: usize>(
+    w: *const u8,
+    row_bytes: usize,
+    nb: usize,
+    acts: [*const BlockQ8_1; C],
+    out: &mut [[f32; C]; R],
+) {
+    min_pairs::<R, C, true>(w, row_bytes, nb, acts, out)
+}
+
+/// [`tile_q4_1`] (`Q5` false) or [`tile_q5_1`].
+///
+/// # Safety
+/// As those.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[allow(clippy::needless_range_loop)] // `p` indexes row pairs in several arrays
+#[inline]
+unsafe fn min_pairs<const R: usize, const C: usize, const Q5: bool>(
+    w: *const u8,
+    row_bytes: usize,
+    nb: usize,
+    acts: [*const BlockQ8_1; C],
+    out: &mut [[f32; C]; R],
+) {
     debug_assert_eq!(R % 2, 0);
+    let (bytes, qs_at) = if Q5 { (Q5_1_BYTES, 8) } else { (Q4_1_BYTES, 4) };
+    let sixteen = _mm512_set1_epi8(0x10);
     let low = _mm512_set1_epi8(0x0F);
     // Lanes of r0 take d0 (element 0 of [d0, m0, d1, m1]), lanes of r1 take d1 (element 2).
     let d_index = _mm512_set_epi32(2, 2, 2, 2, 0, 0, 0, 0, 2, 2, 2, 2, 0, 0, 0, 0);
@@ -96,15 +140,19 @@ pub unsafe fn tile_q4_1<const R: usize, const C: usize>(
         })
     };
     let step = |p: usize, b: usize, a: &[(__m512i, __m512, __m128); C]| {
-        let p0 = w.add(2 * p * row_bytes + b * Q4_1_BYTES);
+        let p0 = w.add(2 * p * row_bytes + b * bytes);
         let p1 = p0.add(row_bytes);
         _mm_prefetch::<_MM_HINT_T0>(p0.wrapping_add(PREFETCH_BYTES).cast());
         _mm_prefetch::<_MM_HINT_T0>(p1.wrapping_add(PREFETCH_BYTES).cast());
         // [d0, m0, d1, m1], each f16 → f32 (exact).
         let dm = _mm_cvtph_ps(pair_i32(p0.cast::<i32>().read_unaligned(), p1.cast::<i32>().read_unaligned()));
         let d = _mm512_permutexvar_ps(d_index, _mm512_castps128_ps512(dm));
-        let x = _mm256_set_m128i(_mm_loadu_si128(p1.add(4).cast()), _mm_loadu_si128(p0.add(4).cast()));
-        let q = _mm512_and_si512(_mm512_inserti64x4::<1>(_mm512_castsi256_si512(x), _mm256_srli_epi16::<4>(x)), low);
+        let x = _mm256_set_m128i(_mm_loadu_si128(p1.add(qs_at).cast()), _mm_loadu_si128(p0.add(qs_at).cast()));
+        let mut q = _mm512_and_si512(_mm512_inserti64x4::<1>(_mm512_castsi256_si512(x), _mm256_srli_epi16::<4>(x)), low);
+        if Q5 {
+            let qh = |p: *const u8| p.add(4).cast::<u32>().read_unaligned();
+            q = _mm512_mask_add_epi8(q, pair_high_bits(qh(p0), qh(p1)), q, sixteen);
+        }
         for (c, &(aq, ad, asum)) in a.iter().enumerate() {
             summs[p][c] = _mm_fmadd_ps(dm, asum, summs[p][c]);
             let s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q, aq);
@@ -122,6 +170,69 @@ pub unsafe fn tile_q4_1<const R: usize, const C: usize>(
             let r1 = [l[4], l[5], l[6], l[7], l[12], l[13], l[14], l[15]];
             out[2 * p][c] = hsum8(&r0) + m[1];
             out[2 * p + 1][c] = hsum8(&r1) + m[3];
+        }
+    }
+}
+
+/// `out[r][c] = dot_q5_0_q8_0(row r, acts[c])` for the `R` (even) rows starting at `w`: the
+/// layout of [`tile_q4_1`]. The values `v = q − 16` are the nibble where the fifth bit is set
+/// and `nibble − 16 < 0` where it is clear, so `|v|` (as u8) times `a` negated where the bit is
+/// clear gives the products `v·a` (as in [`tile_q8_0`]; activation quants are in −127..=127).
+///
+/// # Safety
+/// As [`tile_q4_1`], with `row_bytes ≥ nb · 22`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[allow(clippy::needless_range_loop)] // `p` indexes row pairs in several arrays
+#[inline(never)] // a tile is long; kept apart so profiles attribute time to its weight type
+pub unsafe fn tile_q5_0<const R: usize, const C: usize>(
+    w: *const u8,
+    row_bytes: usize,
+    nb: usize,
+    acts: [*const BlockQ8_0; C],
+    out: &mut [[f32; C]; R],
+) {
+    debug_assert_eq!(R % 2, 0);
+    let low = _mm512_set1_epi8(0x0F);
+    let sixteen = _mm512_set1_epi8(0x10);
+    // Lanes of r0 take d0 (element 0 of [d0, d1]), lanes of r1 take d1.
+    let d_index = _mm512_set_epi32(1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0);
+    let mut acc = [[_mm512_setzero_ps(); C]; R];
+    // Block `b` of the activation rows arranged as in `tile_q4_1`, and its scale.
+    let prepare = |b: usize| -> [(__m512i, __m512); C] {
+        std::array::from_fn(|c| {
+            let a = &*acts[c].add(b);
+            let a256 = _mm512_castsi256_si512(_mm256_loadu_si256(a.qs.as_ptr().cast()));
+            (_mm512_shuffle_i64x2::<0b01_01_00_00>(a256, a256), _mm512_set1_ps(a.d))
+        })
+    };
+    let step = |p: usize, b: usize, a: &[(__m512i, __m512); C]| {
+        let p0 = w.add(2 * p * row_bytes + b * Q5_0_BYTES);
+        let p1 = p0.add(row_bytes);
+        _mm_prefetch::<_MM_HINT_T0>(p0.wrapping_add(PREFETCH_BYTES).cast());
+        _mm_prefetch::<_MM_HINT_T0>(p1.wrapping_add(PREFETCH_BYTES).cast());
+        let d01 = i32::from(p0.cast::<u16>().read_unaligned()) | (i32::from(p1.cast::<u16>().read_unaligned()) << 16);
+        let d = _mm512_permutexvar_ps(d_index, _mm512_castps128_ps512(_mm_cvtph_ps(pair_i32(d01, 0))));
+        let x = _mm256_set_m128i(_mm_loadu_si128(p1.add(6).cast()), _mm_loadu_si128(p0.add(6).cast()));
+        let nibbles = _mm512_and_si512(_mm512_inserti64x4::<1>(_mm512_castsi256_si512(x), _mm256_srli_epi16::<4>(x)), low);
+        let qh = |p: *const u8| p.add(2).cast::<u32>().read_unaligned();
+        let negative = !pair_high_bits(qh(p0), qh(p1));
+        // |v|: 16 − nibble where v < 0, else the nibble.
+        let abs = _mm512_mask_sub_epi8(nibbles, negative, sixteen, nibbles);
+        for (c, &(aq, ad)) in a.iter().enumerate() {
+            let aw = _mm512_mask_sub_epi8(aq, negative, _mm512_setzero_si512(), aq);
+            let s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), abs, aw);
+            let dd = _mm512_mul_ps(d, ad);
+            acc[p][c] = _mm512_fmadd_ps(dd, _mm512_cvtepi32_ps(s), acc[p][c]);
+        }
+    };
+    walk::<C, _>(R / 2, nb, prepare, step);
+    for p in 0..R / 2 {
+        for c in 0..C {
+            let l = lanes16(acc[p][c]);
+            let r0 = [l[0], l[1], l[2], l[3], l[8], l[9], l[10], l[11]];
+            let r1 = [l[4], l[5], l[6], l[7], l[12], l[13], l[14], l[15]];
+            out[2 * p][c] = hsum8(&r0);
+            out[2 * p + 1][c] = hsum8(&r1);
         }
     }
 }

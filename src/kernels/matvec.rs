@@ -7,12 +7,14 @@ use memmap2::Mmap;
 
 use super::product::{self, Combine, Split, MAX_SHARED};
 pub(super) use super::tiles::Tiles;
-use super::tiles::{Q4K, Q4_0, Q4_1, Q6K, Q8_0};
+use super::tiles::{Q4K, Q4_0, Q4_1, Q5_0, Q5_1, Q6K, Q8_0};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QuantType {
     Q4_0,
     Q4_1,
+    Q5_0,
+    Q5_1,
     Q8_0,
     Q4K,
     Q6K,
@@ -24,6 +26,8 @@ impl QuantType {
         match self {
             QuantType::Q4_0 => Q4_0::BLOCK_VALUES,
             QuantType::Q4_1 => Q4_1::BLOCK_VALUES,
+            QuantType::Q5_0 => Q5_0::BLOCK_VALUES,
+            QuantType::Q5_1 => Q5_1::BLOCK_VALUES,
             QuantType::Q8_0 => Q8_0::BLOCK_VALUES,
             QuantType::Q4K => Q4K::BLOCK_VALUES,
             QuantType::Q6K => Q6K::BLOCK_VALUES,
@@ -34,6 +38,8 @@ impl QuantType {
         match self {
             QuantType::Q4_0 => Q4_0::BLOCK_BYTES,
             QuantType::Q4_1 => Q4_1::BLOCK_BYTES,
+            QuantType::Q5_0 => Q5_0::BLOCK_BYTES,
+            QuantType::Q5_1 => Q5_1::BLOCK_BYTES,
             QuantType::Q8_0 => Q8_0::BLOCK_BYTES,
             QuantType::Q4K => Q4K::BLOCK_BYTES,
             QuantType::Q6K => Q6K::BLOCK_BYTES,
@@ -49,8 +55,9 @@ pub enum Kernel {
     /// AVX2 + FMA + F16C (`avx2.rs`).
     #[cfg(target_arch = "x86_64")]
     Avx2,
-    /// AVX-512 (F, BW, VL, VNNI): for Q4_1 and Q8_0, two weight rows per 512-bit register
-    /// (`avx512.rs`); otherwise, and for odd remainders, the 256-bit tiles with `vpdpbusd`.
+    /// AVX-512 (F, BW, VL, VNNI): for Q4_1, Q5_0, Q5_1 and Q8_0, two weight rows per 512-bit
+    /// register (`avx512.rs`); otherwise, and for odd remainders, the 256-bit
+    /// tiles with `vpdpbusd`.
     #[cfg(target_arch = "x86_64")]
     Avx512Vnni,
     /// NEON (`neon.rs`, `neon_k.rs`).
@@ -154,6 +161,14 @@ macro_rules! with_tiles {
             }
             QuantType::Q4_1 => {
                 let $tiles = Q4_1($m.kernel);
+                $body
+            }
+            QuantType::Q5_0 => {
+                let $tiles = Q5_0($m.kernel);
+                $body
+            }
+            QuantType::Q5_1 => {
+                let $tiles = Q5_1($m.kernel);
                 $body
             }
             QuantType::Q8_0 => {

@@ -1,6 +1,6 @@
 //! Hand-written quantized matrix-vector kernels for the types where candle's CPU path is slow
 //! (Q4_1 has no SIMD kernel there) or rounds differently from llama.cpp (activation
-//! quantisation). For the 32-value block types (Q4_0, Q4_1, Q8_0) the arithmetic follows
+//! quantisation). For the 32-value block types (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0) the arithmetic follows
 //! ggml's x86 kernels lane for lane, so greedy outputs match the peer engine: 8 f32 lanes, each
 //! accumulating `d_w·d_a·Σ(4 int products)` with FMA, summed pairwise at the end. The k-quants
 //! (Q4_K, Q6_K, `blocks_k.rs`) follow the x86 kernel ggml picks for the product's row count
@@ -15,6 +15,7 @@ mod avx2_k;
 mod avx512;
 pub mod blocks;
 pub mod blocks_k;
+pub mod blocks_q5;
 pub mod matvec;
 #[cfg(target_arch = "aarch64")]
 mod neon;

@@ -1,5 +1,5 @@
 //! NEON tiles of the quantized dot products (aarch64), bit-identical to the scalar oracles in
-//! `blocks.rs`.
+//! `blocks.rs` and `blocks_q5.rs`.
 //!
 //! Why the bits match: lane `k` of the scalar kernels accumulates, once per block,
 //! `fma(d_w·d_a, Σ_{i=4k}^{4k+3} q_i·a_i, acc_k)`. Here lanes 0-3 and 4-7 are two `float32x4`
@@ -7,7 +7,7 @@
 //! products are exact in i16, pairs of them too: |pair| ≤ 2·128·127 < 2^15, and the last
 //! pairing widens to i32), `vcvtq_f32_s32` is exact (|sum| < 2^24), `d_w·d_a` is the same scalar
 //! f32 product, and `vfmaq_f32` is the same fused operation in the same block order. The final
-//! reduction is the shared `hsum8`, and the Q4_1 `m·s` term is the same scalar FMA chain.
+//! reduction is the shared `hsum8`, and the Q4_1/Q5_1 `m·s` term is the same scalar FMA chain.
 //! f16 → f32 conversion is exact on both paths.
 //!
 //! A tile computes `R` weight rows × `C` activation rows at once, as in `avx2.rs`: the `R·C`
@@ -24,6 +24,7 @@
 use std::arch::aarch64::*;
 
 use super::blocks::{hsum8, BlockQ8_0, BlockQ8_1, QK, Q4_0_BYTES, Q4_1_BYTES, Q8_0_BYTES};
+use super::blocks_q5::{Q5_0_BYTES, Q5_1_BYTES};
 
 /// One weight block format as the tiles read it. Every format starts with its f16 scale `d`.
 trait Format {
@@ -36,7 +37,7 @@ trait Format {
     /// # Safety
     /// `p` points at a whole block.
     unsafe fn quants(p: *const u8) -> [int8x16_t; 2];
-    /// Adds the block's minimum term `m·s` to `summ` (Q4_1 only; the others have none).
+    /// Adds the block's minimum term `m·s` to `summ` (Q4_1 and Q5_1; the others have none).
     ///
     /// # Safety
     /// `p` points at a whole block.
@@ -57,11 +58,31 @@ struct Q8_0;
 /// `{d: f16, qs: [u8; 16]}` against Q8_0: the nibbles of Q4_1 minus 8.
 struct Q4_0;
 
+/// `{d: f16, qh: [u8; 4], qs: [u8; 16]}` against Q8_0: Q4_0's nibbles with a fifth bit from
+/// `qh`, minus 16.
+struct Q5_0;
+/// `{d: f16, m: f16, qh: [u8; 4], qs: [u8; 16]}` against Q8_1: Q4_1's nibbles with a fifth bit
+/// from `qh`, plus the minimum `m`.
+struct Q5_1;
+
 /// The low and high nibbles of the 16 bytes at `p` (values 0..16 and 16..32), 0..=15.
 #[inline(always)]
 unsafe fn nibbles(p: *const u8) -> [uint8x16_t; 2] {
     let x = vld1q_u8(p);
     [vandq_u8(x, vdupq_n_u8(0x0F)), vshrq_n_u8::<4>(x)]
+}
+
+/// The 5-bit values 0..=31 of the Q5 block part at `p`: `qh` (4 bytes), then `qs` (16).
+#[inline(always)]
+unsafe fn five_bits(p: *const u8) -> [uint8x16_t; 2] {
+    let [lo, hi] = nibbles(p.add(4));
+    // Byte j of a half takes byte j / 8 of its two qh bytes and tests bit j % 8.
+    let bit = vreinterpretq_u8_u64(vdupq_n_u64(0x8040201008040201));
+    let high = |h: *const u8| {
+        let bytes = vcombine_u8(vdup_n_u8(*h), vdup_n_u8(*h.add(1)));
+        vandq_u8(vtstq_u8(bytes, bit), vdupq_n_u8(0x10))
+    };
+    [vorrq_u8(lo, high(p)), vorrq_u8(hi, high(p.add(2)))]
 }
 
 impl Format for Q4_1 {
@@ -108,6 +129,40 @@ impl Format for Q4_0 {
     #[inline(always)]
     unsafe fn quants(p: *const u8) -> [int8x16_t; 2] {
         nibbles(p.add(2)).map(|q| vsubq_s8(vreinterpretq_s8_u8(q), vdupq_n_s8(8)))
+    }
+}
+
+impl Format for Q5_0 {
+    type Act = BlockQ8_0;
+    const BYTES: usize = Q5_0_BYTES;
+    #[inline(always)]
+    fn act(a: &BlockQ8_0) -> (f32, &[i8; QK]) {
+        (a.d, &a.qs)
+    }
+    #[inline(always)]
+    unsafe fn quants(p: *const u8) -> [int8x16_t; 2] {
+        five_bits(p.add(2)).map(|q| vsubq_s8(vreinterpretq_s8_u8(q), vdupq_n_s8(16)))
+    }
+}
+
+impl Format for Q5_1 {
+    type Act = BlockQ8_1;
+    const BYTES: usize = Q5_1_BYTES;
+    #[inline(always)]
+    fn act(a: &BlockQ8_1) -> (f32, &[i8; QK]) {
+        (a.d, &a.qs)
+    }
+    #[inline(always)]
+    unsafe fn quants(p: *const u8) -> [int8x16_t; 2] {
+        five_bits(p.add(4)).map(|q| vreinterpretq_s8_u8(q))
+    }
+    #[inline(always)]
+    unsafe fn add_min(p: *const u8, a: &BlockQ8_1, summ: &mut f32) {
+        *summ = f16_at(p.add(2)).mul_add(a.s, *summ);
+    }
+    #[inline(always)]
+    fn finish(lanes: f32, summ: f32) -> f32 {
+        lanes + summ
     }
 }
 
@@ -231,6 +286,36 @@ pub unsafe fn tile_q4_0<const R: usize, const C: usize>(
     out: &mut [[f32; C]; R],
 ) {
     tile::<Q4_0, R, C>(w, row_bytes, nb, acts, out)
+}
+
+/// `out[r][c] = dot_q5_0_q8_0(row r, acts[c])`; as `tile_q4_1` with 22-byte blocks.
+///
+/// # Safety
+/// As `tile_q4_1`.
+#[target_feature(enable = "neon")]
+pub unsafe fn tile_q5_0<const R: usize, const C: usize>(
+    w: *const u8,
+    row_bytes: usize,
+    nb: usize,
+    acts: [*const BlockQ8_0; C],
+    out: &mut [[f32; C]; R],
+) {
+    tile::<Q5_0, R, C>(w, row_bytes, nb, acts, out)
+}
+
+/// `out[r][c] = dot_q5_1_q8_1(row r, acts[c])`; as `tile_q4_1` with 24-byte blocks.
+///
+/// # Safety
+/// As `tile_q4_1`.
+#[target_feature(enable = "neon")]
+pub unsafe fn tile_q5_1<const R: usize, const C: usize>(
+    w: *const u8,
+    row_bytes: usize,
+    nb: usize,
+    acts: [*const BlockQ8_1; C],
+    out: &mut [[f32; C]; R],
+) {
+    tile::<Q5_1, R, C>(w, row_bytes, nb, acts, out)
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ use super::blocks::{
     dot_q4_0_q8_0, dot_q4_1_q8_1, dot_q8_0_q8_0, quantize_q8_0, quantize_q8_1, BlockQ8_0,
     BlockQ8_1, Q4_0_BYTES, Q4_1_BYTES, Q8_0_BYTES, QK,
 };
+use super::blocks_q5::{dot_q5_0_q8_0, dot_q5_1_q8_1, Q5_0_BYTES, Q5_1_BYTES};
 use super::blocks_k::{
     dot_q4_k_q8_k, dot_q6_k_q8_k, quantize_q8_k_rows, BlockQ8K, Q4_K_BYTES, Q6_K_BYTES, QK_K,
 };
@@ -184,6 +185,14 @@ weight_type!(
 weight_type!(
     Q4_1, BlockQ8_1, row_independent(quantize_q8_1), ACT_Q8_1, QK, Q4_1_BYTES, dot_q4_1_q8_1,
     neon::tile_q4_1, avx2::tile_q4_1, vnni::tile_q4_1, avx512::tile_q4_1
+);
+weight_type!(
+    Q5_0, BlockQ8_0, row_independent(quantize_q8_0), ACT_Q8_0, QK, Q5_0_BYTES, dot_q5_0_q8_0,
+    neon::tile_q5_0, avx2::tile_q5_0, vnni::tile_q5_0, avx512::tile_q5_0
+);
+weight_type!(
+    Q5_1, BlockQ8_1, row_independent(quantize_q8_1), ACT_Q8_1, QK, Q5_1_BYTES, dot_q5_1_q8_1,
+    neon::tile_q5_1, avx2::tile_q5_1, vnni::tile_q5_1, avx512::tile_q5_1
 );
 weight_type!(
     Q8_0, BlockQ8_0, row_independent(quantize_q8_0), ACT_Q8_0, QK, Q8_0_BYTES, dot_q8_0_q8_0,

@@ -21,7 +21,7 @@ pub fn check_shape(name: &str, got: &[usize], want: &[usize]) -> Result<()> {
 }
 
 enum Weight {
-    /// Our own kernels (Q4_0, Q4_1, Q8_0, Q4_K, Q6_K).
+    /// Our own kernels (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q6_K).
     Own(QuantMatrix),
     /// Every other type, through candle.
     Candle(QMatMul),
@@ -44,6 +44,8 @@ impl Linear {
         let own = match dtype {
             GgmlDType::Q4_0 => Some(QuantType::Q4_0),
             GgmlDType::Q4_1 => Some(QuantType::Q4_1),
+            GgmlDType::Q5_0 => Some(QuantType::Q5_0),
+            GgmlDType::Q5_1 => Some(QuantType::Q5_1),
             GgmlDType::Q8_0 => Some(QuantType::Q8_0),
             GgmlDType::Q4K => Some(QuantType::Q4K),
             GgmlDType::Q6K => Some(QuantType::Q6K),
@@ -154,13 +156,14 @@ mod tests {
         tensors
     }
 
-    /// Q4_0, Q4_K and Q6_K tensors of a model file go through our kernels (Q5_K still through
-    /// candle), within the kernel tests' tolerance of candle's own product.
+    /// Q4_0, Q5_0, Q5_1, Q4_K and Q6_K tensors of a model file go through our kernels (Q5_K
+    /// still through candle), within the kernel tests' tolerance of candle's own product.
     #[test]
-    fn loads_our_kernels_for_q4_0_and_k_quants() {
+    fn loads_our_kernels_for_q4_0_q5_and_k_quants() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.gguf");
-        let types = [GgmlDType::Q4_0, GgmlDType::Q4K, GgmlDType::Q6K, GgmlDType::Q5K];
+        let types =
+            [GgmlDType::Q4_0, GgmlDType::Q5_0, GgmlDType::Q5_1, GgmlDType::Q4K, GgmlDType::Q6K, GgmlDType::Q5K];
         let (rows, cols) = (12, 512);
         let tensors = write_gguf(&path, &types, rows, cols);
         let gguf = GgufFile::open(&path).unwrap();

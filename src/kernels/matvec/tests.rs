@@ -5,6 +5,7 @@ use crate::kernels::blocks::{
     dot_q4_0_q8_0, dot_q4_1_q8_1, dot_q8_0_q8_0, quantize_q8_0, quantize_q8_1, Q8_0_BYTES,
 };
 use crate::kernels::blocks_k::{dot_q4_k_q8_k, dot_q6_k_q8_k, quantize_q8_k_rows, Q4KSums, Q6KSums, QK_K};
+use crate::kernels::blocks_q5::{dot_q5_0_q8_0, dot_q5_1_q8_1};
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Module, Tensor};
 
@@ -24,6 +25,8 @@ fn matches_candle_dequantized_product() {
     for (ty, dtype) in [
         (QuantType::Q4_0, GgmlDType::Q4_0),
         (QuantType::Q4_1, GgmlDType::Q4_1),
+        (QuantType::Q5_0, GgmlDType::Q5_0),
+        (QuantType::Q5_1, GgmlDType::Q5_1),
         (QuantType::Q8_0, GgmlDType::Q8_0),
         (QuantType::Q4K, GgmlDType::Q4K),
         (QuantType::Q6K, GgmlDType::Q6K),
@@ -60,13 +63,61 @@ fn matches_candle_dequantized_product() {
     }
 }
 
+/// The Q5 oracles against candle's dequantised weights dotted (in f64) with the dequantised
+/// 8-bit activations: the same product up to f32 rounding, plus for Q5_1 the f16 rounding of
+/// each activation block's `s` in the `m·s` term. Catches any misreading of the 5-bit layout.
+#[test]
+fn q5_oracles_match_candle_dequantised_weights() {
+    let (rows, cols) = (9, 8 * 32);
+    for (ty, dtype) in [(QuantType::Q5_0, GgmlDType::Q5_0), (QuantType::Q5_1, GgmlDType::Q5_1)] {
+        let w = Tensor::from_vec(random(rows * cols, 5), (rows, cols), &Device::Cpu).unwrap();
+        let q = QTensor::quantize(&w, dtype).unwrap();
+        let bytes = q.data().unwrap().to_vec();
+        let deq = q.dequantize(&Device::Cpu).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let x = random_acts(ty, 1, cols, 6);
+        // The activations as the products see them, and each block's `s` rounding allowance.
+        let (a, slack): (Vec<f64>, Vec<f64>) = if ty == QuantType::Q5_0 {
+            let mut acts = Vec::new();
+            quantize_q8_0(&x, &mut acts);
+            let a = acts.iter().flat_map(|b| b.qs.map(|q| f64::from(b.d) * f64::from(q))).collect();
+            (a, Vec::new())
+        } else {
+            let mut acts = Vec::new();
+            quantize_q8_1(&x, &mut acts);
+            let a = acts.iter().flat_map(|b| b.qs.map(|q| f64::from(b.d) * f64::from(q))).collect();
+            (a, acts.iter().map(|b| f64::from(b.s.abs()) / 1024.0).collect())
+        };
+        let row_bytes = bytes.len() / rows;
+        for (r, (wr, dr)) in bytes.chunks_exact(row_bytes).zip(deq.chunks_exact(cols)).enumerate() {
+            let got = f64::from(oracle(ty, wr, 1, cols, &x)[0]);
+            let want: f64 = dr.iter().zip(&a).map(|(&w, a)| f64::from(w) * a).sum();
+            let magnitude: f64 = dr.iter().zip(&a).map(|(&w, a)| (f64::from(w) * a).abs()).sum();
+            // |m| of each Q5_1 block (the f16 after d) times its `s` allowance.
+            let m = |b: &[u8]| f64::from(half::f16::from_le_bytes([b[2], b[3]]).to_f32().abs());
+            let m_term: f64 = match ty {
+                QuantType::Q5_1 => wr.chunks_exact(ty.block_bytes()).zip(&slack).map(|(b, s)| m(b) * s).sum(),
+                _ => 0.0,
+            };
+            let tol = 1e-5 * magnitude + m_term;
+            assert!((got - want).abs() <= tol, "{ty:?} row {r}: {got} vs {want} (tol {tol})");
+        }
+    }
+}
+
 fn f16_bytes(x: f32) -> [u8; 2] {
     half::f16::from_f32(x).to_le_bytes()
 }
 
 /// Every weight type with our kernels.
-const TYPES: [QuantType; 5] =
-    [QuantType::Q4_0, QuantType::Q4_1, QuantType::Q8_0, QuantType::Q4K, QuantType::Q6K];
+const TYPES: [QuantType; 7] = [
+    QuantType::Q4_0,
+    QuantType::Q4_1,
+    QuantType::Q5_0,
+    QuantType::Q5_1,
+    QuantType::Q8_0,
+    QuantType::Q4K,
+    QuantType::Q6K,
+];
 
 /// A finite f16 scale of either sign: mostly ordinary sizes, sometimes large, subnormal or zero.
 fn scale(v: f32, i: usize) -> [u8; 2] {
@@ -103,6 +154,17 @@ fn random_block(ty: QuantType, i: usize, next: &mut impl FnMut() -> f32) -> Vec<
         QuantType::Q4_1 => {
             block.extend(scale(next(), i));
             block.extend(f16_bytes(next() * 0.5));
+            block.extend(quants(16, i, next));
+        }
+        QuantType::Q5_0 => {
+            block.extend(scale(next(), i));
+            block.extend(quants(4, i + 1, next)); // qh: the fifth bits, at times all set or clear
+            block.extend(quants(16, i, next));
+        }
+        QuantType::Q5_1 => {
+            block.extend(scale(next(), i));
+            block.extend(f16_bytes(next() * 0.5));
+            block.extend(quants(4, i + 1, next));
             block.extend(quants(16, i, next));
         }
         QuantType::Q8_0 => {
@@ -175,6 +237,16 @@ fn oracle(ty: QuantType, w: &[u8], rows: usize, cols: usize, x: &[f32]) -> Vec<f
                     let mut a = Vec::new();
                     quantize_q8_1(xr, &mut a);
                     dot_q4_1_q8_1(wr, &a)
+                }
+                QuantType::Q5_0 => {
+                    let mut a = Vec::new();
+                    quantize_q8_0(xr, &mut a);
+                    dot_q5_0_q8_0(wr, &a)
+                }
+                QuantType::Q5_1 => {
+                    let mut a = Vec::new();
+                    quantize_q8_1(xr, &mut a);
+                    dot_q5_1_q8_1(wr, &a)
                 }
                 QuantType::Q8_0 => {
                     let mut a = Vec::new();
