@@ -129,9 +129,10 @@ macro_rules! ktiles {
                 out: &mut [[f32; C]; R],
             ) {
                 let low = _mm256_set1_epi8(0x0F);
-                // Lane 0: the scaled sum; lane 1: the sum of the mins' terms.
-                let mut acc = [[_mm_setzero_ps(); C]; R];
-                for r in 0..R {
+                for (r, out) in out.iter_mut().enumerate() {
+                    // Per activation row, lane 0: the scaled sum; lane 1: the sum of the mins'
+                    // terms. Local to the row so that the FMA chains stay in registers.
+                    let mut acc = [_mm_setzero_ps(); C];
                     for b in 0..nb {
                         let a: [&BlockQ8K; C] = std::array::from_fn(|c| &*acts[c].add(b));
                         let bsums: [__m256i; C] = std::array::from_fn(|c| {
@@ -165,7 +166,7 @@ macro_rules! ktiles {
                                     // Sub-blocks 2g and 2g + 1 only: their lanes of `msum`.
                                     let pair = _mm256_and_si256(msum[c], PAIR_LANES[g]);
                                     let sums = _mm_cvtepi32_ps(block_sums(isum[c], pair));
-                                    acc[r][c] = _mm_fmadd_ps(sums, scale[c], acc[r][c]);
+                                    acc[c] = _mm_fmadd_ps(sums, scale[c], acc[c]);
                                     isum[c] = _mm256_setzero_si256();
                                 }
                             }
@@ -173,15 +174,13 @@ macro_rules! ktiles {
                         for c in 0..C {
                             if a[c].q4_k_sums == Q4KSums::PerBlock {
                                 let sums = _mm_cvtepi32_ps(block_sums(isum[c], msum[c]));
-                                acc[r][c] = _mm_fmadd_ps(sums, scale[c], acc[r][c]);
+                                acc[c] = _mm_fmadd_ps(sums, scale[c], acc[c]);
                             }
                         }
                     }
-                }
-                for r in 0..R {
-                    for c in 0..C {
-                        let [sum, mins, _, _] = std::mem::transmute::<__m128, [f32; 4]>(acc[r][c]);
-                        out[r][c] = sum - mins;
+                    for (o, acc) in out.iter_mut().zip(acc) {
+                        let [sum, mins, _, _] = std::mem::transmute::<__m128, [f32; 4]>(acc);
+                        *o = sum - mins;
                     }
                 }
             }
@@ -201,10 +200,11 @@ macro_rules! ktiles {
             ) {
                 let low = _mm256_set1_epi8(0x0F);
                 let high = _mm256_set1_epi8(0x30);
-                // `Q6KSums::Lanes` rows sum in 8 lanes, `PerBlock` rows in one float.
-                let mut acc = [[_mm256_setzero_ps(); C]; R];
-                let mut block_acc = [[0f32; C]; R];
-                for r in 0..R {
+                for (r, out) in out.iter_mut().enumerate() {
+                    // `Q6KSums::Lanes` rows sum in 8 lanes, `PerBlock` rows in one float; local
+                    // to the row so that the FMA chains stay in registers.
+                    let mut acc = [_mm256_setzero_ps(); C];
+                    let mut block_acc = [0f32; C];
                     for b in 0..nb {
                         let a: [&BlockQ8K; C] = std::array::from_fn(|c| &*acts[c].add(b));
                         let ad: [__m256; C] = std::array::from_fn(|c| _mm256_set1_ps(a[c].d));
@@ -269,21 +269,19 @@ macro_rules! ktiles {
                             match a[c].q6_k_sums {
                                 Q6KSums::Lanes => {
                                     let dd = _mm256_mul_ps(d, ad[c]);
-                                    acc[r][c] = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(isum[c]), acc[r][c]);
+                                    acc[c] = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(isum[c]), acc[c]);
                                 }
                                 Q6KSums::PerBlock => {
                                     let total = _mm_cvtsi128_si32(block_sums(isum[c], _mm256_setzero_si256()));
-                                    block_acc[r][c] = (total as f32 * dw).mul_add(a[c].d, block_acc[r][c]);
+                                    block_acc[c] = (total as f32 * dw).mul_add(a[c].d, block_acc[c]);
                                 }
                             }
                         }
                     }
-                }
-                for r in 0..R {
-                    for c in 0..C {
-                        out[r][c] = match (*acts[c]).q6_k_sums {
-                            Q6KSums::Lanes => hsum8(&lanes(acc[r][c])),
-                            Q6KSums::PerBlock => block_acc[r][c],
+                    for (c, o) in out.iter_mut().enumerate() {
+                        *o = match (*acts[c]).q6_k_sums {
+                            Q6KSums::Lanes => hsum8(&lanes(acc[c])),
+                            Q6KSums::PerBlock => block_acc[c],
                         };
                     }
                 }
