@@ -48,6 +48,22 @@ fn qwen2_model_without_its_biases() {
 }
 
 #[test]
+fn wrong_tensor_shape() {
+    let (_d, path) = tiny_model_file(TinyModel { wrong_ffn_shape: true, ..Default::default() });
+    let out = ffnskip(&["generate", "--model", path.to_str().unwrap(), "--prompt", "hi"]);
+    assert_clean_failure(&out, "tensor 'blk.0.ffn_up.weight' has shape");
+}
+
+/// With its biases, a qwen2 model loads and generates.
+#[test]
+fn qwen2_model_with_biases_runs() {
+    let (_d, path) = tiny_model_file(TinyModel { architecture: "qwen2", qkv_bias: true, ..Default::default() });
+    let out = ffnskip(&["generate", "--model", path.to_str().unwrap(), "--prompt", "the", "--max-tokens", "8"]);
+    assert!(out.status.success(), "{}", crate::common::stderr(&out));
+    assert!(crate::common::stderr(&out).contains("generated 8 tok"), "{}", crate::common::stderr(&out));
+}
+
+#[test]
 fn unsupported_quantisation_type() {
     let (_d, path) = tiny_model_file(TinyModel { dtype: GgmlDType::Q8_1, ..Default::default() });
     let out = ffnskip(&["generate", "--model", path.to_str().unwrap(), "--prompt", "hi"]);

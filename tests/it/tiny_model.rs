@@ -20,11 +20,15 @@ pub struct TinyModel {
     pub architecture: &'static str,
     pub dtype: GgmlDType,
     pub seed: u64,
+    /// Write `blk.N.attn_{q,k,v}.bias` (qwen2 needs them).
+    pub qkv_bias: bool,
+    /// Give `blk.0.ffn_up.weight` 32 rows too many.
+    pub wrong_ffn_shape: bool,
 }
 
 impl Default for TinyModel {
     fn default() -> Self {
-        Self { architecture: "llama", dtype: GgmlDType::F32, seed: 1 }
+        Self { architecture: "llama", dtype: GgmlDType::F32, seed: 1, qkv_bias: false, wrong_ffn_shape: false }
     }
 }
 
@@ -68,7 +72,18 @@ impl TinyModel {
             tensors.push((p("attn_output"), rand(&[DIM, heads * hd], 0.2)));
             tensors.push((p("ffn_norm"), ones(DIM)));
             tensors.push((p("ffn_gate"), rand(&[FFN_DIM, DIM], 0.2)));
-            tensors.push((p("ffn_up"), rand(&[FFN_DIM, DIM], 0.2)));
+            let up_rows = if self.wrong_ffn_shape && l == 0 { FFN_DIM + 32 } else { FFN_DIM };
+            tensors.push((p("ffn_up"), rand(&[up_rows, DIM], 0.2)));
+            if self.qkv_bias {
+                let bias = |n: &str| format!("blk.{l}.{n}.bias");
+                let vector = |n: usize, rand: &mut dyn FnMut(&[usize], f32) -> QTensor| {
+                    let t = rand(&[n], 0.5).dequantize(&dev).unwrap();
+                    QTensor::quantize(&t, GgmlDType::F32).unwrap()
+                };
+                tensors.push((bias("attn_q"), vector(heads * hd, &mut rand)));
+                tensors.push((bias("attn_k"), vector(kv_heads * hd, &mut rand)));
+                tensors.push((bias("attn_v"), vector(kv_heads * hd, &mut rand)));
+            }
             tensors.push((p("ffn_down"), rand(&[DIM, FFN_DIM], 0.2)));
         }
         let arch = self.architecture;
