@@ -73,17 +73,16 @@ fn scales_mins(s: __m128i) -> __m128i {
     _mm_or_si128(low, _mm_and_si128(_mm_srli_epi16::<2>(top), top_bits))
 }
 
-/// Masks of the i32 lanes `2g, 2g + 1`, for the sub-block pair `g` of a Q4_K block.
-const PAIR_LANES: [__m256i; 4] = {
-    const fn lanes(g: usize) -> __m256i {
-        let mut m = [0i32; 8];
-        m[2 * g] = -1;
-        m[2 * g + 1] = -1;
-        // SAFETY: 8 i32 are the 32 bytes of one __m256i.
-        unsafe { std::mem::transmute::<[i32; 8], __m256i>(m) }
-    }
-    [lanes(0), lanes(1), lanes(2), lanes(3)]
-};
+/// `([T0, T1, T2, T3], [M0, M1, M2, M3])`: the totals of the four sub-block pairs' integer
+/// lanes, and of their mins' terms (lanes `2g, 2g + 1` of `msum`), exact in any order.
+#[target_feature(enable = "avx2")]
+#[inline]
+fn pair_sums(pairs: &[__m256i; 4], msum: __m256i) -> (__m128i, __m128i) {
+    let h = _mm256_hadd_epi32(_mm256_hadd_epi32(pairs[0], pairs[1]), _mm256_hadd_epi32(pairs[2], pairs[3]));
+    let totals = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256::<1>(h));
+    let m = _mm256_hadd_epi32(msum, msum);
+    (totals, _mm_unpacklo_epi64(_mm256_castsi256_si128(m), _mm256_extracti128_si256::<1>(m)))
+}
 
 /// `[Σ isum, Σ msum, …]`: the totals of Q4_K's integer lanes (exact in any order).
 #[target_feature(enable = "avx2")]
@@ -150,7 +149,8 @@ macro_rules! ktiles {
                         // Lane k of `msum`: sub-block k's term.
                         let msum: [__m256i; C] = std::array::from_fn(|c| _mm256_madd_epi16(bsums[c], mins));
                         let scale: [__m128; C] = std::array::from_fn(|c| _mm_mul_ps(dm, _mm_set1_ps(a[c].d)));
-                        let mut isum = [_mm256_setzero_si256(); C];
+                        // The integer lanes of each sub-block pair g (sub-blocks 2g, 2g + 1).
+                        let mut pairs = [[_mm256_setzero_si256(); 4]; C];
                         for g in 0..4 {
                             let x = _mm256_loadu_si256(p.add(16 + 32 * g).cast());
                             let lo = _mm256_and_si256(x, low);
@@ -160,21 +160,32 @@ macro_rules! ktiles {
                             let s_hi = _mm256_shuffle_epi8(scales, broadcast_i16(j + 1, j + 1));
                             for c in 0..C {
                                 let aq = a[c].qs.as_ptr().add(64 * g);
-                                isum[c] = scaled_dot(isum[c], lo, aq, s_lo);
-                                isum[c] = scaled_dot(isum[c], hi, aq.add(32), s_hi);
-                                if a[c].q4_k_sums == Q4KSums::PerSubBlockPair {
-                                    // Sub-blocks 2g and 2g + 1 only: their lanes of `msum`.
-                                    let pair = _mm256_and_si256(msum[c], PAIR_LANES[g]);
-                                    let sums = _mm_cvtepi32_ps(block_sums(isum[c], pair));
-                                    acc[c] = _mm_fmadd_ps(sums, scale[c], acc[c]);
-                                    isum[c] = _mm256_setzero_si256();
-                                }
+                                let isum = scaled_dot(_mm256_setzero_si256(), lo, aq, s_lo);
+                                pairs[c][g] = scaled_dot(isum, hi, aq.add(32), s_hi);
                             }
                         }
                         for c in 0..C {
-                            if a[c].q4_k_sums == Q4KSums::PerBlock {
-                                let sums = _mm_cvtepi32_ps(block_sums(isum[c], msum[c]));
-                                acc[c] = _mm_fmadd_ps(sums, scale[c], acc[c]);
+                            let pairs = &pairs[c];
+                            match a[c].q4_k_sums {
+                                Q4KSums::PerBlock => {
+                                    let isum = _mm256_add_epi32(
+                                        _mm256_add_epi32(pairs[0], pairs[1]),
+                                        _mm256_add_epi32(pairs[2], pairs[3]),
+                                    );
+                                    let sums = _mm_cvtepi32_ps(block_sums(isum, msum[c]));
+                                    acc[c] = _mm_fmadd_ps(sums, scale[c], acc[c]);
+                                }
+                                Q4KSums::PerSubBlockPair => {
+                                    let (t, m) = pair_sums(pairs, msum[c]);
+                                    let (t, m) = (_mm_cvtepi32_ps(t), _mm_cvtepi32_ps(m));
+                                    // [T0, M0, T1, M1] and [T2, M2, T3, M3]: one FMA per pair, in
+                                    // order; `scale` is [d·d_a, dmin·d_a, 0, 0], so lanes 2 and 3
+                                    // of `acc` stay 0.
+                                    let (lo, hi) = (_mm_unpacklo_ps(t, m), _mm_unpackhi_ps(t, m));
+                                    for v in [lo, _mm_movehl_ps(lo, lo), hi, _mm_movehl_ps(hi, hi)] {
+                                        acc[c] = _mm_fmadd_ps(v, scale[c], acc[c]);
+                                    }
+                                }
                             }
                         }
                     }
