@@ -15,11 +15,6 @@ use sha2::{Digest, Sha256};
 use crate::catalog::{KnownModel, Part};
 use crate::error::{Error, Result};
 
-pub use crate::catalog::cache_dir;
-
-/// The default model's file name in the cache.
-pub const DEFAULT_MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
-
 /// The path of the default model, fetching it first if the cache does not hold it.
 pub fn default_model() -> Result<PathBuf> {
     KnownModel::default_model().ensure()

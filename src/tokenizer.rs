@@ -28,11 +28,22 @@ const TYPE_CONTROL: i32 = 3;
 const TYPE_USER_DEFINED: i32 = 4;
 const TYPE_BYTE: i32 = 6;
 
-/// Llama 3's pre-tokenizer split (llama.cpp's `llama-bpe`).
-const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+/// The GPT-4-style pre-tokenizer split, with `$digits` the pattern of a run of digits.
+macro_rules! gpt4_split {
+    ($digits:literal) => {
+        concat!(
+            r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|",
+            $digits,
+            r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+        )
+    };
+}
+
+/// Llama 3's pre-tokenizer split (llama.cpp's `llama-bpe`): digits in runs of up to three.
+const LLAMA3_SPLIT: &str = gpt4_split!(r"\p{N}{1,3}");
 
 /// Qwen2's split: Llama 3's, but digits one at a time (llama.cpp's `qwen2`).
-const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const QWEN2_SPLIT: &str = gpt4_split!(r"\p{N}");
 
 /// The vocabulary as the GGUF file stores it.
 pub struct Vocabulary {

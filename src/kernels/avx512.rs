@@ -61,6 +61,15 @@ fn pair_i32(lo: i32, hi: i32) -> __m128i {
     _mm_set_epi32(0, 0, hi, lo)
 }
 
+/// The 8 lanes of each row of a pair in the quarter layout of [`tile_q4_1`] (r0's lanes in
+/// quarters 0 and 2, r1's in 1 and 3), in the oracle's lane order.
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn quarter_pair_lanes(acc: __m512) -> [[f32; 8]; 2] {
+    let l = lanes16(acc);
+    [[l[0], l[1], l[2], l[3], l[8], l[9], l[10], l[11]], [l[4], l[5], l[6], l[7], l[12], l[13], l[14], l[15]]]
+}
+
 /// The fifth bits of a Q5 row pair's blocks (`qh` of r0 and r1) as a byte mask in the pair
 /// register's layout of [`tile_q4_1`]: r0's values 0..16, r1's 0..16, r0's 16..32, r1's 16..32.
 #[inline(always)]
@@ -163,11 +172,9 @@ unsafe fn min_pairs<const R: usize, const C: usize, const Q5: bool>(
     walk::<C, _>(R / 2, nb, prepare, step);
     for p in 0..R / 2 {
         for c in 0..C {
-            let l = lanes16(acc[p][c]);
+            let [r0, r1] = quarter_pair_lanes(acc[p][c]);
             let mut m = [0f32; 4];
             _mm_storeu_ps(m.as_mut_ptr(), summs[p][c]);
-            let r0 = [l[0], l[1], l[2], l[3], l[8], l[9], l[10], l[11]];
-            let r1 = [l[4], l[5], l[6], l[7], l[12], l[13], l[14], l[15]];
             out[2 * p][c] = hsum8(&r0) + m[1];
             out[2 * p + 1][c] = hsum8(&r1) + m[3];
         }
@@ -228,9 +235,7 @@ pub unsafe fn tile_q5_0<const R: usize, const C: usize>(
     walk::<C, _>(R / 2, nb, prepare, step);
     for p in 0..R / 2 {
         for c in 0..C {
-            let l = lanes16(acc[p][c]);
-            let r0 = [l[0], l[1], l[2], l[3], l[8], l[9], l[10], l[11]];
-            let r1 = [l[4], l[5], l[6], l[7], l[12], l[13], l[14], l[15]];
+            let [r0, r1] = quarter_pair_lanes(acc[p][c]);
             out[2 * p][c] = hsum8(&r0);
             out[2 * p + 1][c] = hsum8(&r1);
         }

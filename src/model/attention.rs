@@ -22,7 +22,7 @@ impl Rope {
             theta_scale: cfg.rope_base.powf(-2.0 / cfg.rope_dim as f32),
             freq_factors: freq_factors.map(<[f32]>::to_vec),
             half: cfg.rope_dim / 2,
-            pairs: cfg.rope_pairs,
+            pairs: cfg.architecture.rope_pairs(),
         }
     }
 

