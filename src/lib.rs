@@ -16,6 +16,7 @@ pub mod model;
 pub mod profile;
 pub mod sampling;
 pub mod skip;
+pub mod speculate;
 pub mod tokenizer;
 
 pub use error::{Error, Result};

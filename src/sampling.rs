@@ -72,14 +72,26 @@ impl Sampler {
         Self { params, rng, candidates: Vec::new() }
     }
 
+    pub fn params(&self) -> &SamplingParams {
+        &self.params
+    }
+
     /// Picks the next token; `history` is every token so far (prompt and generated).
     pub fn sample(&mut self, logits: &mut [f32], history: &[u32]) -> u32 {
+        let dist = self.distribution(logits, history);
+        self.draw(&dist)
+    }
+
+    /// The distribution [`Sampler::sample`] draws from, after the penalty and every cut-off:
+    /// the kept tokens with probabilities summing to 1, most likely first. Greedy decoding puts
+    /// all the mass on the argmax.
+    pub fn distribution(&mut self, logits: &mut [f32], history: &[u32]) -> Vec<(u32, f32)> {
         let p = &self.params;
         if p.repeat_penalty != 1.0 {
             apply_repeat_penalty(logits, history, p.repeat_penalty, p.repeat_last_n);
         }
         if p.is_greedy() {
-            return argmax(logits);
+            return vec![(argmax(logits), 1.0)];
         }
         let c = &mut self.candidates;
         c.clear();
@@ -111,14 +123,28 @@ impl Sampler {
         c.truncate(keep);
         let weights: Vec<f32> = c.iter().map(|&(_, l)| ((l - max) / p.temperature).exp()).collect();
         let total: f32 = weights.iter().sum();
-        let mut r = self.rng.random::<f32>() * total;
-        for (&(id, _), w) in c.iter().zip(&weights) {
-            if r < *w {
+        c.iter().zip(weights).map(|(&(id, _), w)| (id, w / total)).collect()
+    }
+
+    /// A token drawn from `dist` (probabilities summing to 1, as [`Sampler::distribution`]
+    /// gives); a one-token distribution takes no randomness.
+    pub fn draw(&mut self, dist: &[(u32, f32)]) -> u32 {
+        if let [(only, _)] = dist {
+            return *only;
+        }
+        let mut r = self.uniform();
+        for &(id, q) in dist {
+            if r < q {
                 return id;
             }
-            r -= w;
+            r -= q;
         }
-        c[c.len() - 1].0
+        dist[dist.len() - 1].0
+    }
+
+    /// A uniform draw from [0, 1), from the sampler's seeded generator.
+    pub fn uniform(&mut self) -> f32 {
+        self.rng.random::<f32>()
     }
 }
 

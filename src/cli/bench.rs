@@ -6,9 +6,8 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use ffnskip::eval::bench::{bench, table};
 use ffnskip::eval::{self, data, EvalConfig};
-use ffnskip::skip::PolicySpec;
 
-use super::common::ModelArgs;
+use super::common::{parse_policies, ModelArgs};
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -17,6 +16,10 @@ pub struct BenchArgs {
     /// Comma-separated policy specs; dense is always run first.
     #[arg(long, default_value = "dense,ffnskip@0.25")]
     pub policies: String,
+    /// Also run lossless speculation with this draft (`ngram`, a skip policy spec, or
+    /// `ngram+SPEC`); the same as adding `speculate:DRAFT` to the policies.
+    #[arg(long, value_name = "DRAFT")]
+    pub speculate: Option<String>,
     /// Rounds; each runs every policy once.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
     pub runs: u32,
@@ -35,11 +38,7 @@ pub struct BenchArgs {
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
-    let policies = args
-        .policies
-        .split(',')
-        .map(|s| s.trim().parse::<PolicySpec>())
-        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let policies = parse_policies(&args.policies, args.speculate.as_deref())?;
     if args.pp == 0 || args.tg == 0 {
         bail!("--pp and --tg must be at least 1");
     }

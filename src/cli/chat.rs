@@ -27,11 +27,11 @@ pub struct ChatArgs {
 
 pub fn run(args: ChatArgs) -> Result<()> {
     let sampling = args.sampling.params(0.7)?;
-    let spec = args.skip.spec()?;
+    let spec = args.skip.decode_spec()?;
     let calibration = args.skip.calibration()?;
     let engine = args.model.load()?;
-    // One policy for the whole conversation: its warm-up covers the first reply only.
-    let mut policy = spec.build(engine.model.config.n_layers, calibration.as_ref())?;
+    // One decoder for the whole conversation: a policy's warm-up covers the first reply only.
+    let mut decoder = spec.build(engine.model.config.n_layers, calibration.as_ref())?;
     let Some(template) = &engine.chat_template else {
         bail!("this model has no chat template, so it cannot chat; use `generate`");
     };
@@ -54,7 +54,7 @@ pub fn run(args: ChatArgs) -> Result<()> {
         }
         messages.push(Message::new("user", line.trim_end()));
         let tokens = engine.tokenizer.encode(&template.render(&messages, true)?)?;
-        let gen = generate(&mut session, &engine.tokenizer, &tokens, &opts, policy.as_mut(), &mut |piece| {
+        let gen = generate(&mut session, &engine.tokenizer, &tokens, &opts, &mut decoder, &mut |piece| {
             let _ = stdout.write_all(piece.as_bytes());
             let _ = stdout.flush();
         })?;

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
+use ffnskip::generate::DecodeSpec;
 use ffnskip::profile::SkipConfig;
 use ffnskip::sampling::SamplingParams;
 use ffnskip::skip::{Calibration, PolicySpec};
@@ -52,6 +53,15 @@ fn configure_threads(threads: Option<u16>) {
     if std::env::var_os("CANDLE_BARRIER_POOL_SPIN_LIMIT").is_none() {
         std::env::set_var("CANDLE_BARRIER_POOL_SPIN_LIMIT", "100000000");
     }
+}
+
+/// `--policies` (comma-separated specs) plus `--speculate DRAFT` as `speculate:DRAFT`.
+pub fn parse_policies(policies: &str, speculate: Option<&str>) -> Result<Vec<DecodeSpec>> {
+    let mut specs = policies.split(',').map(|s| s.trim().parse::<DecodeSpec>()).collect::<Result<Vec<_>, _>>()?;
+    if let Some(draft) = speculate {
+        specs.push(DecodeSpec::Speculate(draft.parse()?));
+    }
+    Ok(specs)
 }
 
 #[derive(Debug, Clone, Args)]
@@ -139,6 +149,10 @@ pub struct SkipArgs {
     /// A whole policy spec, e.g. `ffnskip@0.25:tau=0.97:warmup=8`.
     #[arg(long)]
     pub policy: Option<String>,
+    /// Lossless speculation: decode with drafts from DRAFT (`ngram`, a skip policy spec such as
+    /// `ffnskip@0.5`, or `ngram+SPEC`) verified by the full model; the output is the dense one.
+    #[arg(long, value_name = "DRAFT", conflicts_with_all = ["skip", "policy"])]
+    pub speculate: Option<String>,
     /// Skip config written by `ffnskip calibrate`: its policy is used when neither --skip nor
     /// --policy is given, and its per-layer mean cosines choose the layers of `static` and
     /// `layer-drop`.
@@ -147,11 +161,20 @@ pub struct SkipArgs {
 }
 
 impl SkipArgs {
-    pub fn spec(&self) -> Result<PolicySpec> {
-        if let Some(spec) = &self.policy {
-            return Ok(spec.parse()?);
+    /// The decoding asked for: speculation with `--speculate`, else the skip policy.
+    pub fn decode_spec(&self) -> Result<DecodeSpec> {
+        match &self.speculate {
+            Some(_) if self.skip_ratio.is_some() || self.options().iter().any(|(_, v)| v.is_some()) => {
+                anyhow::bail!("skip flags shape a --skip policy; with --speculate, write them into the draft spec")
+            }
+            Some(draft) => Ok(DecodeSpec::Speculate(draft.parse()?)),
+            None => Ok(DecodeSpec::Policy(self.spec()?)),
         }
-        let options = [
+    }
+
+    /// The policy options given as flags, by spec key.
+    fn options(&self) -> [(&'static str, Option<String>); 9] {
+        [
             ("tau", self.tau.map(|v| v.to_string())),
             ("cold_start", self.cold_start.map(|v| v.to_string())),
             ("cold_end", self.cold_end.map(|v| v.to_string())),
@@ -161,7 +184,14 @@ impl SkipArgs {
             ("signal", self.signal.clone()),
             ("threshold", self.threshold.map(|v| v.to_string())),
             ("seed", self.skip_seed.map(|v| v.to_string())),
-        ];
+        ]
+    }
+
+    fn spec(&self) -> Result<PolicySpec> {
+        if let Some(spec) = &self.policy {
+            return Ok(spec.parse()?);
+        }
+        let options = self.options();
         if let (None, Some(config)) = (&self.skip, self.config()?) {
             if self.skip_ratio.is_some() || options.iter().any(|(_, v)| v.is_some()) {
                 anyhow::bail!("skip flags need --skip: the --skip-config policy is used as written");

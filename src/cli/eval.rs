@@ -9,9 +9,8 @@ use ffnskip::eval::factoid::FactoidOptions;
 use ffnskip::eval::perplexity::PerplexityOptions;
 use ffnskip::eval::{self, EvalConfig};
 use ffnskip::profile::SkipConfig;
-use ffnskip::skip::PolicySpec;
 
-use super::common::ModelArgs;
+use super::common::{parse_policies, ModelArgs};
 
 #[derive(Debug, Args)]
 pub struct EvalArgs {
@@ -67,6 +66,10 @@ pub struct CommonArgs {
     /// always run first, as the reference.
     #[arg(long, default_value = "dense,ffnskip@0.25")]
     pub policies: String,
+    /// Also run lossless speculation with this draft (`ngram`, a skip policy spec, or
+    /// `ngram+SPEC`); the same as adding `speculate:DRAFT` to the policies.
+    #[arg(long, value_name = "DRAFT")]
+    pub speculate: Option<String>,
     /// Skip config from `ffnskip calibrate` (its calibration feeds `static` and `layer-drop`).
     #[arg(long)]
     pub skip_config: Option<PathBuf>,
@@ -82,11 +85,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
             (common, &args.task)
         }
     };
-    let policies = common
-        .policies
-        .split(',')
-        .map(|s| s.trim().parse::<PolicySpec>())
-        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let policies = parse_policies(&common.policies, common.speculate.as_deref())?;
     let calibration = common.skip_config.as_deref().map(SkipConfig::load).transpose()?.map(|c| c.calibration);
     let engine = common.model.load()?;
     let cfg = EvalConfig {

@@ -39,7 +39,7 @@ pub struct GenerateArgs {
 
 pub fn run(args: GenerateArgs) -> Result<()> {
     let sampling = args.sampling.params(0.0)?;
-    let spec = args.skip.spec()?;
+    let spec = args.skip.decode_spec()?;
     let calibration = args.skip.calibration()?;
     let prompt = if args.prompt == "-" {
         let mut s = String::new();
@@ -64,7 +64,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     };
     let tokens = engine.tokenizer.encode(&text)?;
     let mut session = Session::new(&engine.model, args.model.context())?;
-    let mut policy = spec.build(engine.model.config.n_layers, calibration.as_ref())?;
+    let mut decoder = spec.build(engine.model.config.n_layers, calibration.as_ref())?;
     let opts = GenerateOptions {
         max_tokens: args.max_tokens,
         sampling,
@@ -73,7 +73,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     };
     let mut stdout = std::io::stdout().lock();
     let mut write_err = None;
-    let gen = generate(&mut session, &engine.tokenizer, &tokens, &opts, policy.as_mut(), &mut |piece| {
+    let gen = generate(&mut session, &engine.tokenizer, &tokens, &opts, &mut decoder, &mut |piece| {
         if write_err.is_none() {
             write_err = stdout.write_all(piece.as_bytes()).and_then(|_| stdout.flush()).err();
         }
@@ -102,6 +102,21 @@ fn report(gen: &Generation, model: &Llama, policy: &str, json_path: Option<&std:
         skip.decoded_tokens_post_warmup,
         skip.mean_run_length,
     );
+    if let Some(s) = &gen.speculation {
+        eprintln!(
+            "[speculate:{}] drafted {}, accepted {} ({:.1}%), {:.2} tokens per verification, {} plain steps; \
+             draft {:.2} s, verify {:.2} s, other {:.2} s",
+            s.draft,
+            s.drafted,
+            s.accepted,
+            100.0 * s.acceptance_rate,
+            s.tokens_per_verification,
+            s.plain_steps,
+            s.draft_secs,
+            s.verify_secs,
+            (gen.decode_secs - s.draft_secs - s.verify_secs).max(0.0),
+        );
+    }
     if let Some(path) = json_path {
         let mut stats = json!({
             "policy": policy,
@@ -116,6 +131,9 @@ fn report(gen: &Generation, model: &Llama, policy: &str, json_path: Option<&std:
         });
         if let (Some(obj), serde_json::Value::Object(extra)) = (stats.as_object_mut(), serde_json::to_value(&skip)?) {
             obj.extend(extra);
+        }
+        if let (Some(obj), Some(s)) = (stats.as_object_mut(), &gen.speculation) {
+            obj.insert("speculation".into(), serde_json::to_value(s)?);
         }
         std::fs::write(path, serde_json::to_string_pretty(&stats)? + "\n")
             .with_context(|| format!("writing {}", path.display()))?;

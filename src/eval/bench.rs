@@ -9,10 +9,11 @@ use serde::Serialize;
 use crate::error::Result;
 use crate::eval::metrics::median;
 use crate::eval::{DecodeRun, EvalConfig};
-use crate::generate::Session;
+use crate::generate::{DecodeSpec, Decoder, Session};
 use crate::model::BlockCounts;
-use crate::sampling::argmax;
-use crate::skip::PolicySpec;
+use crate::sampling::{argmax, Sampler, SamplingParams};
+use crate::skip::{Dense, SkipPolicy};
+use crate::speculate::{SpecStats, MAX_DRAFT};
 
 /// One timed run of one policy.
 #[derive(Debug, Clone, Serialize)]
@@ -21,6 +22,7 @@ pub struct BenchSample {
     pub tg_tok_s: f64,
     pub ffn_skip_ratio: f64,
     pub ffn_skip_ratio_post_warmup: f64,
+    pub speculation: Option<SpecStats>,
 }
 
 /// Medians and ranges over the runs of one policy.
@@ -40,40 +42,66 @@ pub struct BenchRow {
     pub tg_vs_first: f64,
     pub ffn_skip_ratio: f64,
     pub ffn_skip_ratio_post_warmup: f64,
+    /// Acceptance, tokens per verification and time split, from the median run.
+    pub speculation: Option<SpecStats>,
 }
 
-/// Prefills `prompt` and decodes `tg` tokens greedily under `spec`.
-pub fn bench_once(cfg: &EvalConfig, spec: &PolicySpec, prompt: &[u32], tg: usize) -> Result<BenchSample> {
+/// Prefills `prompt` and decodes `tg` tokens greedily under `spec` (speculation may feed a few
+/// more: its last cycle's accepted tokens; the rate counts them all).
+pub fn bench_once(cfg: &EvalConfig, spec: &DecodeSpec, prompt: &[u32], tg: usize) -> Result<BenchSample> {
     let model = &cfg.engine.model;
     let n_layers = model.config.n_layers;
-    let mut policy = cfg.build_policy(spec)?;
-    let mut session = Session::new(model, Some(prompt.len() + tg + 1))?;
+    let mut decoder = cfg.build_decoder(spec)?;
+    let mut session = Session::new(model, Some(prompt.len() + tg + MAX_DRAFT + 1))?;
     let t0 = Instant::now();
     let mut logits = Vec::new();
-    session.prefill(prompt, policy.as_mut(), &mut BlockCounts::new(n_layers), &mut logits)?;
+    let prefill_policy: &mut dyn SkipPolicy = match &mut decoder {
+        Decoder::Stepwise(policy) => policy.as_mut(),
+        Decoder::Speculative(_) => &mut Dense,
+    };
+    session.prefill(prompt, prefill_policy, &mut BlockCounts::new(n_layers), &mut logits)?;
     let pp_secs = t0.elapsed().as_secs_f64();
     let (mut warmup_counts, mut post_counts) = (BlockCounts::new(n_layers), BlockCounts::new(n_layers));
     let t1 = Instant::now();
-    for step in 1..=tg {
-        let counts = if step > spec.warmup_steps() { &mut post_counts } else { &mut warmup_counts };
-        session.decode(argmax(&logits), policy.as_mut(), counts, &mut logits)?;
-    }
+    let (steps, rows, speculation) = match &mut decoder {
+        Decoder::Stepwise(policy) => {
+            for step in 1..=tg {
+                let counts = if step > spec.warmup_steps() { &mut post_counts } else { &mut warmup_counts };
+                session.decode(argmax(&logits), policy.as_mut(), counts, &mut logits)?;
+            }
+            (tg, tg, None)
+        }
+        Decoder::Speculative(speculator) => {
+            let mut sampler = Sampler::new(SamplingParams::default());
+            let (mut next, mut steps) = (argmax(&logits), 0);
+            while steps < tg {
+                let tokens = speculator.cycle(&mut session, &mut sampler, next, &mut warmup_counts)?;
+                steps += tokens.len();
+                next = *tokens.last().expect("a cycle emits at least one token");
+            }
+            let stats = speculator.stats();
+            (steps, stats.verified_rows, Some(stats))
+        }
+    };
     let tg_secs = t1.elapsed().as_secs_f64();
     warmup_counts.add(&post_counts);
     let run = DecodeRun {
-        steps: tg as u64,
+        steps: steps as u64,
+        rows: rows as u64,
         secs: tg_secs,
         counts: warmup_counts,
-        post_warmup_steps: tg.saturating_sub(spec.warmup_steps()) as u64,
+        post_warmup_steps: steps.saturating_sub(spec.warmup_steps()) as u64,
         post_warmup_counts: post_counts,
+        speculation: None,
     };
     let common = crate::eval::item_common(spec, "bench", model, &run);
     let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
     Ok(BenchSample {
         pp_tok_s: prompt.len() as f64 / pp_secs,
-        tg_tok_s: tg as f64 / tg_secs,
+        tg_tok_s: steps as f64 / tg_secs,
         ffn_skip_ratio: ratio(common.ffn_skipped, common.decode_steps * common.n_layers),
         ffn_skip_ratio_post_warmup: ratio(common.ffn_skipped_post_warmup, common.post_warmup_steps * common.n_layers),
+        speculation,
     })
 }
 
@@ -95,6 +123,7 @@ pub fn bench(cfg: &EvalConfig, prompt: &[u32], tg: usize, runs: usize) -> Result
         let tg_rates: Vec<f64> = s.iter().map(|x| x.tg_tok_s).collect();
         let fold = |v: &[f64], f: fn(f64, f64) -> f64, init: f64| v.iter().copied().fold(init, f);
         let tg_med = median(&tg_rates);
+        let median_run = s.iter().min_by(|a, b| (a.tg_tok_s - tg_med).abs().total_cmp(&(b.tg_tok_s - tg_med).abs()));
         let first = rows.first().map_or(tg_med, |r| r.tg_tok_s);
         rows.push(BenchRow {
             policy: spec.to_string(),
@@ -110,6 +139,7 @@ pub fn bench(cfg: &EvalConfig, prompt: &[u32], tg: usize, runs: usize) -> Result
             tg_vs_first: tg_med / first,
             ffn_skip_ratio: median(&s.iter().map(|x| x.ffn_skip_ratio).collect::<Vec<_>>()),
             ffn_skip_ratio_post_warmup: median(&s.iter().map(|x| x.ffn_skip_ratio_post_warmup).collect::<Vec<_>>()),
+            speculation: median_run.and_then(|r| r.speculation.clone()),
         });
     }
     Ok(rows)
@@ -118,11 +148,14 @@ pub fn bench(cfg: &EvalConfig, prompt: &[u32], tg: usize, runs: usize) -> Result
 /// The rows as a markdown table.
 pub fn table(rows: &[BenchRow]) -> String {
     let mut out = String::from(
-        "| policy | pp tok/s median (min–max) | tg tok/s median (min–max) | tg vs first | FFN skip (all / post-warm-up) |\n|---|---|---|---|---|\n",
+        "| policy | pp tok/s median (min–max) | tg tok/s median (min–max) | tg vs first | FFN skip (all / post-warm-up) | draft acceptance, tokens per verification |\n|---|---|---|---|---|---|\n",
     );
     for r in rows {
+        let speculation = r.speculation.as_ref().map_or("–".to_string(), |s| {
+            format!("{:.3}, {:.2} ({} drafted, {} plain steps)", s.acceptance_rate, s.tokens_per_verification, s.drafted, s.plain_steps)
+        });
         out.push_str(&format!(
-            "| {} | {:.1} ({:.1}–{:.1}) | {:.1} ({:.1}–{:.1}) | {:.3}× | {:.3} / {:.3} |\n",
+            "| {} | {:.1} ({:.1}–{:.1}) | {:.1} ({:.1}–{:.1}) | {:.3}× | {:.3} / {:.3} | {speculation} |\n",
             r.policy, r.pp_tok_s, r.pp_min, r.pp_max, r.tg_tok_s, r.tg_min, r.tg_max, r.tg_vs_first,
             r.ffn_skip_ratio, r.ffn_skip_ratio_post_warmup
         ));

@@ -17,16 +17,19 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Map, Value};
 
 use crate::error::Result;
-use crate::generate::{generate, GenerateOptions, Generation, Session};
+use crate::generate::{generate, DecodeSpec, Decoder, GenerateOptions, Generation, Session};
 use crate::model::{BlockCounts, Llama};
-use crate::skip::{Calibration, PolicySpec, SkipPolicy};
+use crate::skip::{Calibration, SkipPolicy};
+use crate::speculate::SpecStats;
+use crate::Error;
 use crate::Engine;
 use output::ItemCommon;
 
 /// What every task needs: the engine, the policies (dense first) and where results go.
 pub struct EvalConfig<'e> {
     pub engine: &'e Engine,
-    pub policies: Vec<PolicySpec>,
+    /// Skip policies and speculative drafts (`speculate:DRAFT`).
+    pub policies: Vec<DecodeSpec>,
     pub calibration: Option<Calibration>,
     pub out: PathBuf,
     /// The command line, recorded in `meta.json`.
@@ -34,17 +37,28 @@ pub struct EvalConfig<'e> {
 }
 
 impl EvalConfig<'_> {
-    pub fn build_policy(&self, spec: &PolicySpec) -> Result<Box<dyn SkipPolicy>> {
+    /// The skip policy of `spec`; an error for speculation, for tasks that feed given tokens
+    /// (there is nothing to draft, and the logits are the dense ones by construction).
+    pub fn build_policy(&self, spec: &DecodeSpec) -> Result<Box<dyn SkipPolicy>> {
+        match spec {
+            DecodeSpec::Policy(p) => p.build(self.engine.model.config.n_layers, self.calibration.as_ref()),
+            DecodeSpec::Speculate(_) => Err(Error::InvalidArgument(format!(
+                "{spec}: speculation applies to generation (chat, factoid, bench); this task feeds given tokens"
+            ))),
+        }
+    }
+
+    pub fn build_decoder(&self, spec: &DecodeSpec) -> Result<Decoder> {
         spec.build(self.engine.model.config.n_layers, self.calibration.as_ref())
     }
 
     /// Greedy generation of `max_tokens` for a fresh sequence under `spec`.
-    pub fn generate(&self, spec: &PolicySpec, prompt: &[u32], max_tokens: usize) -> Result<Generation> {
-        let mut policy = self.build_policy(spec)?;
+    pub fn generate(&self, spec: &DecodeSpec, prompt: &[u32], max_tokens: usize) -> Result<Generation> {
+        let mut decoder = self.build_decoder(spec)?;
         let context = (prompt.len() + max_tokens + 1).min(self.engine.model.config.context_len);
         let mut session = Session::new(&self.engine.model, Some(context))?;
         let opts = GenerateOptions { max_tokens, warmup_steps: spec.warmup_steps(), ..Default::default() };
-        generate(&mut session, &self.engine.tokenizer, prompt, &opts, policy.as_mut(), &mut |_| {})
+        generate(&mut session, &self.engine.tokenizer, prompt, &opts, &mut decoder, &mut |_| {})
     }
 
     /// The chat template applied to one user turn, tokenised.
@@ -72,8 +86,8 @@ impl EvalConfig<'_> {
 }
 
 /// Puts `dense` first (adding it when missing): the other policies are measured against it.
-pub fn with_dense_first(mut policies: Vec<PolicySpec>) -> Vec<PolicySpec> {
-    let dense: PolicySpec = "dense".parse().expect("dense parses");
+pub fn with_dense_first(mut policies: Vec<DecodeSpec>) -> Vec<DecodeSpec> {
+    let dense = DecodeSpec::dense();
     policies.retain(|p| *p != dense);
     policies.insert(0, dense);
     policies
@@ -90,7 +104,7 @@ pub fn machine() -> String {
 }
 
 /// Decode statistics of one generation (or one decoded window) for an item line.
-pub fn item_common(policy: &PolicySpec, item: &str, model: &Llama, run: &DecodeRun) -> ItemCommon {
+pub fn item_common(policy: &DecodeSpec, item: &str, model: &Llama, run: &DecodeRun) -> ItemCommon {
     let skipped = |c: &BlockCounts, steps: u64| c.ffn.iter().map(|&ran| steps - ran).sum::<u64>();
     ItemCommon {
         policy: policy.to_string(),
@@ -98,29 +112,36 @@ pub fn item_common(policy: &PolicySpec, item: &str, model: &Llama, run: &DecodeR
         decode_steps: run.steps,
         decode_secs: run.secs,
         post_warmup_steps: run.post_warmup_steps,
-        ffn_skipped: skipped(&run.counts, run.steps),
+        ffn_skipped: skipped(&run.counts, run.rows),
         ffn_skipped_post_warmup: skipped(&run.post_warmup_counts, run.post_warmup_steps),
         n_layers: model.config.n_layers as u64,
+        speculation: run.speculation.clone(),
     }
 }
 
 /// The decode part of a run: steps, time, and blocks run (all steps and post-warm-up).
 pub struct DecodeRun {
+    /// Tokens fed after the prompt.
     pub steps: u64,
+    /// Rows the decode forwards computed (more than `steps` when speculation rejected drafts).
+    pub rows: u64,
     pub secs: f64,
     pub counts: BlockCounts,
     pub post_warmup_steps: u64,
     pub post_warmup_counts: BlockCounts,
+    pub speculation: Option<SpecStats>,
 }
 
 impl From<&Generation> for DecodeRun {
     fn from(g: &Generation) -> Self {
         Self {
             steps: g.decode_steps as u64,
+            rows: g.decode_rows as u64,
             secs: g.decode_secs,
             counts: g.decode_counts.clone(),
             post_warmup_steps: g.post_warmup_steps as u64,
             post_warmup_counts: g.post_warmup_counts.clone(),
+            speculation: g.speculation.clone(),
         }
     }
 }
@@ -135,6 +156,8 @@ pub struct Tally {
     ffn_skipped: u64,
     ffn_skipped_post_warmup: u64,
     n_layers: u64,
+    /// Speculation's counts and times summed over the items (`None` without speculation).
+    speculation: Option<SpecStats>,
 }
 
 impl Tally {
@@ -146,6 +169,17 @@ impl Tally {
         self.ffn_skipped += c.ffn_skipped;
         self.ffn_skipped_post_warmup += c.ffn_skipped_post_warmup;
         self.n_layers = c.n_layers;
+        if let Some(s) = &c.speculation {
+            let sum = self.speculation.get_or_insert_with(|| SpecStats { draft: s.draft.clone(), ..Default::default() });
+            sum.verifications += s.verifications;
+            sum.plain_steps += s.plain_steps;
+            sum.drafted += s.drafted;
+            sum.accepted += s.accepted;
+            sum.verified_rows += s.verified_rows;
+            sum.draft_steps += s.draft_steps;
+            sum.draft_secs += s.draft_secs;
+            sum.verify_secs += s.verify_secs;
+        }
     }
 
     /// The columns every summary row has.
@@ -160,6 +194,17 @@ impl Tally {
             json!(ratio(self.ffn_skipped_post_warmup, self.post_warmup_steps * self.n_layers)),
         );
         row.insert("decode_tok_s".into(), json!(if self.secs > 0.0 { self.steps as f64 / self.secs } else { 0.0 }));
+        if let Some(s) = &self.speculation {
+            row.insert("acceptance_rate".into(), json!(ratio(s.accepted as u64, s.drafted as u64)));
+            row.insert(
+                "tokens_per_verification".into(),
+                json!(ratio((s.accepted + s.verifications) as u64, s.verifications as u64)),
+            );
+            row.insert("drafted".into(), json!(s.drafted));
+            row.insert("plain_steps".into(), json!(s.plain_steps));
+            row.insert("draft_secs_share".into(), json!(if self.secs > 0.0 { s.draft_secs / self.secs } else { 0.0 }));
+            row.insert("verify_secs_share".into(), json!(if self.secs > 0.0 { s.verify_secs / self.secs } else { 0.0 }));
+        }
         row
     }
 }

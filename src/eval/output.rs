@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::speculate::SpecStats;
 
 pub struct OutputDir {
     dir: PathBuf,
@@ -28,6 +29,9 @@ pub struct ItemCommon {
     pub ffn_skipped: u64,
     pub ffn_skipped_post_warmup: u64,
     pub n_layers: u64,
+    /// What speculation did, for `speculate:` runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub speculation: Option<SpecStats>,
 }
 
 fn io_err(path: &Path, e: impl std::fmt::Display) -> Error {

@@ -14,10 +14,9 @@ use crate::eval::data::load_text;
 use crate::eval::metrics::{kl_divergence, log_softmax};
 use crate::eval::output::{read_items, ItemCommon, OutputDir};
 use crate::eval::{item_common, progress, write_summary, DecodeRun, EvalConfig, Tally};
-use crate::generate::Session;
+use crate::generate::{DecodeSpec, Session};
 use crate::model::BlockCounts;
 use crate::sampling::argmax;
-use crate::skip::PolicySpec;
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct WindowItem {
@@ -53,19 +52,22 @@ pub fn run(cfg: &EvalConfig, data: &Path, opts: &PerplexityOptions) -> Result<Ve
             opts.window
         )));
     }
+    for spec in &cfg.policies {
+        cfg.build_policy(spec)?;
+    }
     let mut out = OutputDir::open(&cfg.out)?;
     cfg.write_meta("perplexity", data, json!({ "windows": opts.windows, "window": opts.window, "prefill": opts.prefill }))?;
     let bar = progress((cfg.policies.len() * windows.len()) as u64, "perplexity");
     for (w, window) in windows.iter().enumerate() {
         let id = w.to_string();
-        let pending: Vec<&PolicySpec> = cfg.policies.iter().filter(|p| !out.is_done(&p.to_string(), &id)).collect();
+        let pending: Vec<&DecodeSpec> = cfg.policies.iter().filter(|p| !out.is_done(&p.to_string(), &id)).collect();
         bar.inc((cfg.policies.len() - pending.len()) as u64);
         if pending.is_empty() {
             continue;
         }
         // The dense distributions (log-probabilities and top-1) are the reference for every
         // policy of this window.
-        let dense_spec: PolicySpec = "dense".parse().expect("dense parses");
+        let dense_spec = DecodeSpec::dense();
         let mut dense = Vec::new();
         decode_window(cfg, &dense_spec, window, opts.prefill, |_, logits| {
             dense.push((log_softmax(logits), argmax(logits)));
@@ -100,7 +102,7 @@ pub fn run(cfg: &EvalConfig, data: &Path, opts: &PerplexityOptions) -> Result<Ve
 /// `score(j, logits)` with the distribution that predicts `window[prefill + j]`.
 fn decode_window(
     cfg: &EvalConfig,
-    spec: &PolicySpec,
+    spec: &DecodeSpec,
     window: &[u32],
     prefill: usize,
     mut score: impl FnMut(usize, &[f32]),
@@ -126,10 +128,12 @@ fn decode_window(
     warmup_counts.add(&post_warmup_counts);
     Ok(DecodeRun {
         steps,
+        rows: steps,
         secs,
         counts: warmup_counts,
         post_warmup_steps: steps.saturating_sub(spec.warmup_steps() as u64),
         post_warmup_counts,
+        speculation: None,
     })
 }
 

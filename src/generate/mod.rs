@@ -1,14 +1,17 @@
 //! The generation loop: prefill the prompt, then sample and decode one token at a time,
 //! streaming text and stopping at end-of-turn tokens, stop strings or the token limit.
 
+mod decoder;
 mod session;
 mod stats;
 mod stop;
 
+use std::collections::VecDeque;
 use std::time::Instant;
 
 use serde::Serialize;
 
+pub use decoder::{DecodeSpec, Decoder};
 pub use session::Session;
 pub use stats::SkipStats;
 pub use stop::StopMatcher;
@@ -16,7 +19,8 @@ pub use stop::StopMatcher;
 use crate::error::Result;
 use crate::model::BlockCounts;
 use crate::sampling::{Sampler, SamplingParams};
-use crate::skip::SkipPolicy;
+use crate::skip::{Dense, SkipPolicy};
+use crate::speculate::SpecStats;
 use crate::tokenizer::{Tokenizer, Utf8Stream};
 
 #[derive(Debug, Clone)]
@@ -54,8 +58,11 @@ pub struct Generation {
     /// Prompt tokens actually computed (fewer when a chat turn reused the cache).
     pub prefilled_tokens: usize,
     pub prefill_secs: f64,
-    /// Decode steps: one forward per generated token after the first.
+    /// Tokens fed to the model after the prompt: every generated token but the last.
     pub decode_steps: usize,
+    /// Rows the decode forwards computed: `decode_steps`, plus the rejected rows of
+    /// speculative verifications.
+    pub decode_rows: usize,
     pub decode_secs: f64,
     pub finish_reason: FinishReason,
     /// Blocks run during the decode steps, per layer.
@@ -63,6 +70,8 @@ pub struct Generation {
     /// The same, for the decode steps after the warm-up.
     pub post_warmup_counts: BlockCounts,
     pub post_warmup_steps: usize,
+    /// What speculation did, when it was used.
+    pub speculation: Option<SpecStats>,
 }
 
 impl Generation {
@@ -89,7 +98,7 @@ pub fn generate(
     tokenizer: &Tokenizer,
     prompt: &[u32],
     opts: &GenerateOptions,
-    policy: &mut dyn SkipPolicy,
+    decoder: &mut Decoder,
     on_text: &mut dyn FnMut(&str),
 ) -> Result<Generation> {
     let n_layers = session.model().config.n_layers;
@@ -98,7 +107,11 @@ pub fn generate(
     let t0 = Instant::now();
     let mut prefill_counts = BlockCounts::new(n_layers);
     let mut logits = Vec::new();
-    session.prefill(prompt, policy, &mut prefill_counts, &mut logits)?;
+    let prefill_policy: &mut dyn SkipPolicy = match decoder {
+        Decoder::Stepwise(policy) => policy.as_mut(),
+        Decoder::Speculative(_) => &mut Dense,
+    };
+    session.prefill(prompt, prefill_policy, &mut prefill_counts, &mut logits)?;
     let prefill_secs = t0.elapsed().as_secs_f64();
     let prefilled_tokens = prompt.len() - cached_before.min(prompt.len() - 1);
 
@@ -110,7 +123,7 @@ pub fn generate(
     let mut post_warmup_counts = BlockCounts::new(n_layers);
     let mut tokens = Vec::new();
     let mut text = String::new();
-    let mut decode_steps = 0;
+    let (mut decode_steps, mut decode_rows) = (0, 0);
     let mut stopped_by_string = false;
     let mut emit = |piece: &str, text: &mut String| {
         if !piece.is_empty() {
@@ -118,11 +131,14 @@ pub fn generate(
             text.push_str(piece);
         }
     };
+    // Tokens chosen but not yet emitted. All but the last are already in the cache (accepted
+    // speculative drafts); the last is fed when the queue runs dry.
+    let mut queue = VecDeque::from([sampler.sample(&mut logits, session.tokens())]);
     let finish_reason = loop {
         if opts.max_tokens == 0 {
             break FinishReason::Length;
         }
-        let token = sampler.sample(&mut logits, session.tokens());
+        let token = queue.pop_front().expect("the queue is refilled before it runs dry");
         if tokenizer.stop_tokens().contains(&token) {
             break FinishReason::Stop;
         }
@@ -136,14 +152,28 @@ pub fn generate(
         if tokens.len() >= opts.max_tokens {
             break FinishReason::Length;
         }
-        if session.tokens().len() >= session.capacity() {
+        if queue.is_empty() && session.tokens().len() >= session.capacity() {
             break FinishReason::Context;
         }
-        // Decode: run the new token through the model to get the next distribution.
         decode_steps += 1;
-        let counts =
-            if decode_steps > opts.warmup_steps { &mut post_warmup_counts } else { &mut warmup_counts };
-        session.decode(token, policy, counts, &mut logits)?;
+        if !queue.is_empty() {
+            continue;
+        }
+        // Decode: run the new token through the model to get the next one(s).
+        match decoder {
+            Decoder::Stepwise(policy) => {
+                let counts =
+                    if decode_steps > opts.warmup_steps { &mut post_warmup_counts } else { &mut warmup_counts };
+                session.decode(token, policy.as_mut(), counts, &mut logits)?;
+                decode_rows += 1;
+                queue.push_back(sampler.sample(&mut logits, session.tokens()));
+            }
+            Decoder::Speculative(speculator) => {
+                let tokens = speculator.cycle(session, &mut sampler, token, &mut warmup_counts)?;
+                decode_rows = speculator.stats().verified_rows;
+                queue.extend(tokens);
+            }
+        }
     };
     if !stopped_by_string {
         // Flush what was held back: an incomplete UTF-8 tail, a partial stop string.
@@ -153,6 +183,10 @@ pub fn generate(
             emit(&stops.finish(), &mut text);
         }
     }
+    let (post_warmup_steps, speculation) = match decoder {
+        Decoder::Stepwise(_) => (decode_steps.saturating_sub(opts.warmup_steps), None),
+        Decoder::Speculative(speculator) => (0, Some(speculator.take_stats())),
+    };
     Ok(Generation {
         text,
         tokens,
@@ -160,6 +194,7 @@ pub fn generate(
         prefilled_tokens,
         prefill_secs,
         decode_steps,
+        decode_rows,
         decode_secs: t1.elapsed().as_secs_f64(),
         finish_reason,
         decode_counts: {
@@ -167,6 +202,7 @@ pub fn generate(
             warmup_counts
         },
         post_warmup_counts,
-        post_warmup_steps: decode_steps.saturating_sub(opts.warmup_steps),
+        post_warmup_steps,
+        speculation,
     })
 }

@@ -3,7 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::model::{BlockCounts, KvCache, Llama, Step};
-use crate::skip::{Phase, SkipPolicy};
+use crate::skip::SkipPolicy;
 
 /// The context a session gets unless asked for another: Qwen2.5 declares 32768 positions,
 /// whose f16 cache would take 0.9 GB for the 1.5B model; llama.cpp's default is 4096.
@@ -67,8 +67,7 @@ impl<'m> Session<'m> {
         self.tokens.truncate(start);
         for (i, chunk) in prompt[start..].chunks(PREFILL_CHUNK).enumerate() {
             let pos = start + i * PREFILL_CHUNK;
-            let step = Step { tokens: chunk, pos, phase: Phase::Prefill, all_logits: false };
-            self.model.forward_into(step, &mut self.cache, policy, counts, logits)?;
+            self.model.forward_into(Step::prefill(chunk, pos), &mut self.cache, policy, counts, logits)?;
             self.tokens.extend_from_slice(chunk);
         }
         Ok(())
@@ -82,9 +81,35 @@ impl<'m> Session<'m> {
         counts: &mut BlockCounts,
         logits: &mut Vec<f32>,
     ) -> Result<()> {
-        let step = Step { tokens: &[token], pos: self.tokens.len(), phase: Phase::Decode, all_logits: false };
+        let step = Step::decode(&token, self.tokens.len());
         self.model.forward_into(step, &mut self.cache, policy, counts, logits)?;
         self.tokens.push(token);
         Ok(())
+    }
+
+    /// Feeds `tokens` in one forward whose rows round exactly as decode steps would (see
+    /// [`Step::verify`]) and writes the logits after each of them, `[rows, vocab]`, into `logits`.
+    pub fn verify(
+        &mut self,
+        tokens: &[u32],
+        policy: &mut dyn SkipPolicy,
+        counts: &mut BlockCounts,
+        logits: &mut Vec<f32>,
+    ) -> Result<()> {
+        let step = Step::verify(tokens, self.tokens.len());
+        self.model.forward_into(step, &mut self.cache, policy, counts, logits)?;
+        self.tokens.extend_from_slice(tokens);
+        Ok(())
+    }
+
+    /// Forgets every position from `len` on. Their K/V stay in the cache's memory, never read
+    /// (attention reads only positions before its own) until later steps overwrite them.
+    pub fn rewind(&mut self, len: usize) {
+        self.tokens.truncate(len);
+    }
+
+    /// The cache's keys and values of positions `0..len()` at layer `layer`, as f32.
+    pub fn kv(&self, layer: usize) -> (Vec<f32>, Vec<f32>) {
+        self.cache.read(layer, self.tokens.len())
     }
 }

@@ -35,14 +35,14 @@ fn ratio(num: u64, den: u64) -> f64 {
 impl SkipStats {
     pub fn of(gen: &Generation, model: &Llama) -> Self {
         let n_layers = model.config.n_layers as u64;
-        let per_layer = skipped(&gen.decode_counts, gen.decode_steps);
+        let per_layer = skipped(&gen.decode_counts, gen.decode_rows);
         let total: u64 = per_layer.iter().sum();
         let post: u64 = skipped(&gen.post_warmup_counts, gen.post_warmup_steps).iter().sum();
         let ffn_bytes: Vec<u64> = (0..model.config.n_layers).map(|l| model.layer(l).ffn_bytes() as u64).collect();
         let bytes_skipped: u64 = per_layer.iter().zip(&ffn_bytes).map(|(s, b)| s * b).sum();
-        let bytes_all: u64 = ffn_bytes.iter().map(|b| b * gen.decode_steps as u64).sum();
+        let bytes_all: u64 = ffn_bytes.iter().map(|b| b * gen.decode_rows as u64).sum();
         Self {
-            ffn_skip_ratio: ratio(total, gen.decode_steps as u64 * n_layers),
+            ffn_skip_ratio: ratio(total, gen.decode_rows as u64 * n_layers),
             ffn_skip_ratio_post_warmup: ratio(post, gen.post_warmup_steps as u64 * n_layers),
             ffn_skipped_per_layer: per_layer,
             attention_runs_per_layer: gen.decode_counts.attention.clone(),

@@ -8,6 +8,7 @@ use memmap2::Mmap;
 use super::product::{self, Combine, Split, MAX_SHARED};
 pub(super) use super::tiles::Tiles;
 use super::tiles::{Q4K, Q4_0, Q4_1, Q5_0, Q5_1, Q6K, Q8_0};
+use super::Rounding;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QuantType {
@@ -230,36 +231,36 @@ impl QuantMatrix {
         &self.bytes
     }
 
-    /// `y[r] = W · x[r]` for each row of `x` (`[n, cols]` → `[n, rows]`).
+    /// `y[r] = W · x[r]` for each row of `x` (`[n, cols]` → `[n, rows]`), rounded as a batch.
     pub fn forward(&self, x: &[f32]) -> Vec<f32> {
         let mut y = vec![0f32; x.len() / self.cols * self.rows];
-        self.forward_into(x, &mut y);
+        self.forward_into(x, Rounding::Batch, &mut y);
         y
     }
 
-    /// [`QuantMatrix::forward`] into `y` (`n · rows` long).
-    pub fn forward_into(&self, x: &[f32], y: &mut [f32]) {
-        self.shared(&[self], x, &mut [y], Split::Auto);
+    /// [`QuantMatrix::forward`] into `y` (`n · rows` long), rounded as `rounding` says.
+    pub fn forward_into(&self, x: &[f32], rounding: Rounding, y: &mut [f32]) {
+        self.shared(&[self], x, &mut [y], rounding, Split::Auto);
     }
 
     /// [`QuantMatrix::forward`] in a given number of parallel chunks.
     #[cfg(test)]
     fn forward_split(&self, x: &[f32], tasks: usize) -> Vec<f32> {
         let mut y = vec![0f32; x.len() / self.cols * self.rows];
-        self.shared(&[self], x, &mut [&mut y[..]], Split::Chunks(tasks));
+        self.shared(&[self], x, &mut [&mut y[..]], Rounding::Batch, Split::Chunks(tasks));
         y
     }
 
     /// `ys[i] = ms[i] · x` for up to three matrices that share their input (Q, K and V): the
     /// input is quantised once and the products run in one hand-off to the pool. Returns
     /// `false`, computing nothing, unless the matrices have the same type, kernel and width.
-    pub fn forward_shared(ms: &[&QuantMatrix], x: &[f32], ys: &mut [&mut [f32]]) -> bool {
+    pub fn forward_shared(ms: &[&QuantMatrix], x: &[f32], ys: &mut [&mut [f32]], rounding: Rounding) -> bool {
         let first = ms[0];
         let same = ms.iter().all(|m| (m.ty, m.kernel, m.cols) == (first.ty, first.kernel, first.cols));
         if !same || ms.len() > MAX_SHARED || ms.len() != ys.len() {
             return false;
         }
-        first.shared(ms, x, ys, Split::Auto);
+        first.shared(ms, x, ys, rounding, Split::Auto);
         true
     }
 
@@ -274,21 +275,22 @@ impl QuantMatrix {
         gate_y: &mut [f32],
         out: &mut [f32],
         combine: Combine,
+        rounding: Rounding,
     ) -> bool {
         let key = |m: &QuantMatrix| (m.ty, m.kernel, m.rows, m.cols);
         if key(gate) != key(up) {
             return false;
         }
-        with_tiles!(gate, |tiles| product::run_gated(tiles, gate, up, x, gate_y, out, combine, Split::Auto));
+        with_tiles!(gate, |tiles| product::run_gated(tiles, gate, up, x, gate_y, out, combine, rounding, Split::Auto));
         true
     }
 
     /// The products of `ms`, all of `self`'s type and kernel.
-    fn shared(&self, ms: &[&QuantMatrix], x: &[f32], ys: &mut [&mut [f32]], split: Split) {
+    fn shared(&self, ms: &[&QuantMatrix], x: &[f32], ys: &mut [&mut [f32]], rounding: Rounding, split: Split) {
         if x.len() < self.cols || self.rows == 0 {
             return;
         }
-        with_tiles!(self, |tiles| product::run_shared(tiles, ms, x, ys, split));
+        with_tiles!(self, |tiles| product::run_shared(tiles, ms, x, ys, rounding, split));
     }
 }
 

@@ -29,3 +29,16 @@ pub use blocks::{quantize_q8_0, quantize_q8_1, BlockQ8_0, BlockQ8_1};
 pub use blocks_k::{quantize_q8_k, BlockQ8K};
 pub use matvec::{Kernel, QuantMatrix, QuantType, WeightBytes};
 pub use product::{Combine, MAX_SHARED};
+
+/// Which rounding the rows of a product follow. ggml rounds some weight types differently in
+/// a batch of rows (prefill) than in a one-row product (decode), and a batch here can follow
+/// either: as a batch, to match the peer engine's prefill, or row by row, so that a batched
+/// speculative verification computes every row exactly as a decode step would.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Rounding {
+    /// As the peer engine rounds this many rows together.
+    #[default]
+    Batch,
+    /// Each row as a one-row product rounds it.
+    PerRow,
+}

@@ -11,6 +11,7 @@
 
 use super::matvec::{QuantMatrix, Tiles};
 use super::pool::{self, DisjointOut};
+use super::Rounding;
 
 /// Parallel chunks per thread and matrix: a few, so a thread slowed by another process does
 /// not hold the others up for long.
@@ -144,11 +145,12 @@ pub(super) fn run_shared<T: Tiles>(
     ms: &[&QuantMatrix],
     x: &[f32],
     ys: &mut [&mut [f32]],
+    rounding: Rounding,
     split: Split,
 ) {
     let cols = ms[0].cols();
     let n = x.len() / cols;
-    T::with_acts(&x[..n * cols], cols, |acts| {
+    T::with_acts(&x[..n * cols], cols, rounding, |acts| {
         let mut ys = ys.iter_mut();
         let jobs: [Option<Job<T>>; MAX_SHARED] =
             std::array::from_fn(|i| Some(Job::new(tiles, ms.get(i)?, acts, n, ys.next()?)));
@@ -181,11 +183,12 @@ pub(super) fn run_gated<T: Tiles>(
     gate_y: &mut [f32],
     out: &mut [f32],
     combine: Combine,
+    rounding: Rounding,
     split: Split,
 ) {
     let cols = gate.cols();
     let n = x.len() / cols;
-    T::with_acts(&x[..n * cols], cols, |acts| {
+    T::with_acts(&x[..n * cols], cols, rounding, |acts| {
         let g = Job::new(tiles, gate, acts, n, gate_y);
         let u = Job::new(tiles, up, acts, n, out);
         let per = chunks(split, 2 * n * g.rows * cols, g.rows);

@@ -9,9 +9,11 @@ use super::blocks::{
 };
 use super::blocks_q5::{dot_q5_0_q8_0, dot_q5_1_q8_1, Q5_0_BYTES, Q5_1_BYTES};
 use super::blocks_k::{
-    dot_q4_k_q8_k, dot_q6_k_q8_k, quantize_q8_k_rows, BlockQ8K, Q4_K_BYTES, Q6_K_BYTES, QK_K,
+    dot_q4_k_q8_k, dot_q6_k_q8_k, quantize_q8_k, quantize_q8_k_rows, BlockQ8K, Q4_K_BYTES,
+    Q6_K_BYTES, QK_K,
 };
 use super::matvec::Kernel;
+use super::Rounding;
 
 thread_local! {
     static ACT_Q8_1: RefCell<Vec<BlockQ8_1>> = const { RefCell::new(Vec::new()) };
@@ -30,9 +32,19 @@ fn with_buffer<T, R>(
     })
 }
 
-/// A quantiser that does not need the row width, as a `weight_type!` quantiser.
-fn row_independent<A>(quantize: fn(&[f32], &mut Vec<A>)) -> impl Fn(&[f32], usize, &mut Vec<A>) {
-    move |x, _cols, out| quantize(x, out)
+/// A quantiser that rounds every row alike, as a `weight_type!` quantiser.
+fn row_independent<A>(
+    quantize: fn(&[f32], &mut Vec<A>),
+) -> impl Fn(&[f32], usize, Rounding, &mut Vec<A>) {
+    move |x, _cols, _rounding, out| quantize(x, out)
+}
+
+/// Q8_K rows marked with the ggml kernel that takes them: the batch's, or the one-row kernel's.
+fn quantize_q8_k_for(x: &[f32], cols: usize, rounding: Rounding, out: &mut Vec<BlockQ8K>) {
+    match rounding {
+        Rounding::Batch => quantize_q8_k_rows(x, cols, out),
+        Rounding::PerRow => quantize_q8_k(x, out),
+    }
 }
 
 /// One weight type's tile function, for every kernel.
@@ -42,8 +54,9 @@ pub(super) trait Tiles: Copy + Sync {
     const BLOCK_VALUES: usize;
     /// Bytes of one weight block.
     const BLOCK_BYTES: usize;
-    /// Runs `f` with the rows of `x` (`cols` wide) quantised for this type (in a reused buffer).
-    fn with_acts<R>(x: &[f32], cols: usize, f: impl FnOnce(&[Self::Act]) -> R) -> R;
+    /// Runs `f` with the rows of `x` (`cols` wide) quantised for this type (in a reused buffer),
+    /// marked to round as `rounding` says.
+    fn with_acts<R>(x: &[f32], cols: usize, rounding: Rounding, f: impl FnOnce(&[Self::Act]) -> R) -> R;
     fn kernel(self) -> Kernel;
     /// The scalar product of one weight row with one activation row: the oracle of the tiles.
     fn dot(row: &[u8], acts: &[Self::Act]) -> f32;
@@ -114,7 +127,7 @@ pub(super) trait Tiles: Copy + Sync {
 }
 
 /// Defines the marker type `$name` (holding the kernel) and its `Tiles` impl: activations `$act`
-/// quantised by `$quantize(x, cols, out)` into the thread's `$buffer`, blocks of `$values` weights in
+/// quantised by `$quantize(x, cols, rounding, out)` into the thread's `$buffer`, blocks of `$values` weights in
 /// `$bytes` bytes, the scalar `$dot`, the NEON tile, the AVX2 and VNNI tiles, and optionally
 /// the AVX-512 tile for an even number of rows (which then takes precedence over the VNNI one).
 macro_rules! weight_type {
@@ -129,9 +142,9 @@ macro_rules! weight_type {
             type Act = $act;
             const BLOCK_VALUES: usize = $values;
             const BLOCK_BYTES: usize = $bytes;
-            fn with_acts<R>(x: &[f32], cols: usize, f: impl FnOnce(&[$act]) -> R) -> R {
+            fn with_acts<R>(x: &[f32], cols: usize, rounding: Rounding, f: impl FnOnce(&[$act]) -> R) -> R {
                 with_buffer(&$buffer, |acts| {
-                    ($quantize)(x, cols, acts);
+                    ($quantize)(x, cols, rounding, acts);
                     f(acts)
                 })
             }
@@ -199,10 +212,10 @@ weight_type!(
     neon::tile_q8_0, avx2::tile_q8_0, vnni::tile_q8_0, avx512::tile_q8_0
 );
 weight_type!(
-    Q4K, BlockQ8K, quantize_q8_k_rows, ACT_Q8_K, QK_K, Q4_K_BYTES, dot_q4_k_q8_k,
+    Q4K, BlockQ8K, quantize_q8_k_for, ACT_Q8_K, QK_K, Q4_K_BYTES, dot_q4_k_q8_k,
     neon_k::tile_q4_k, avx2_k::tile_q4_k, vnni_k::tile_q4_k
 );
 weight_type!(
-    Q6K, BlockQ8K, quantize_q8_k_rows, ACT_Q8_K, QK_K, Q6_K_BYTES, dot_q6_k_q8_k,
+    Q6K, BlockQ8K, quantize_q8_k_for, ACT_Q8_K, QK_K, Q6_K_BYTES, dot_q6_k_q8_k,
     neon_k::tile_q6_k, avx2_k::tile_q6_k, vnni_k::tile_q6_k
 );

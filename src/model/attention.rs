@@ -3,6 +3,7 @@
 use std::cell::RefCell;
 
 use crate::kernels::pool::{self, DisjointOut};
+use crate::kernels::Rounding;
 use crate::model::config::{Config, RopePairs};
 use crate::model::kv_cache::KvElement;
 use crate::model::numerics::{softmax, CacheValues, WeightedSum};
@@ -63,7 +64,17 @@ impl Rope {
     }
 }
 
-/// Causal attention of `rows` query rows at positions `pos0..pos0+rows` over the cached keys and
+/// The query rows of one attention call: row `s` sits at position `pos0 + s`.
+#[derive(Clone, Copy)]
+pub struct Queries<'a> {
+    /// `[rows, q_dim]`, after RoPE.
+    pub q: &'a [f32],
+    pub pos0: usize,
+    /// Whether the rows sum as the peer engine's batch or each as its own decode step.
+    pub rounding: Rounding,
+}
+
+/// Causal attention of the query rows at positions `pos0..pos0+rows` over the cached keys and
 /// values of positions `0..pos0+rows`, in a cache of `context` positions. Query head `h` reads
 /// KV head `h / group_size`.
 ///
@@ -71,18 +82,18 @@ impl Rope {
 ///
 /// Rounded as llama.cpp's CPU path rounds it: the query and the attention weights are rounded
 /// to the cache's precision before they meet it, and the dot products sum in the order of
-/// ggml's vector dot product for one row, or of its matrix kernel (tinyBLAS) for a batch.
+/// ggml's vector dot product for one row, or of its matrix kernel (tinyBLAS) for a batch
+/// rounded as a batch.
 pub fn attend<T: KvElement + CacheValues>(
     cfg: &Config,
-    q: &[f32],
+    queries: Queries,
     keys: &[T],
     values: &[T],
-    pos0: usize,
     context: usize,
     out: &mut [f32],
 ) {
     if T::direct() {
-        return Shape { cfg, context, keys, values, pos0 }.run::<T>(q, out);
+        return Shape { cfg, context, keys, values }.run::<T>(queries, out);
     }
     KV_F32.with(|kv| {
         let (keys_f32, values_f32) = &mut *kv.borrow_mut();
@@ -92,7 +103,7 @@ pub fn attend<T: KvElement + CacheValues>(
         values_f32.resize(values.len(), 0.0);
         T::load_slice(keys, keys_f32);
         T::load_slice(values, values_f32);
-        Shape { cfg, context, keys: &keys_f32[..], values: &values_f32[..], pos0 }.run::<T>(q, out);
+        Shape { cfg, context, keys: &keys_f32[..], values: &values_f32[..] }.run::<T>(queries, out);
     })
 }
 
@@ -103,38 +114,35 @@ struct Shape<'a, E> {
     context: usize,
     keys: &'a [E],
     values: &'a [E],
-    pos0: usize,
 }
 
 impl<E: CacheValues> Shape<'_, E> {
-    /// Every (query row, head) of `q` into `out`; `T` is the cache's precision.
-    fn run<T: KvElement>(&self, q: &[f32], out: &mut [f32]) {
+    /// Every (query row, head) of `queries` into `out`; `T` is the cache's precision.
+    fn run<T: KvElement>(&self, queries: Queries, out: &mut [f32]) {
         let (cfg, hd, q_dim) = (self.cfg, self.cfg.head_dim, self.cfg.q_dim());
-        let rows = q.len() / q_dim;
-        let sums = Sums {
-            n_kv: (self.pos0 + rows).next_multiple_of(cfg.kv_pad),
-            gemm: rows > 1 && hd % 16 == 0,
-        };
+        let rows = queries.q.len() / q_dim;
         let heads = DisjointOut::new(out);
         // One task per (query row, head): each reads the whole cache of its KV head.
         pool::parallel_for(rows * cfg.n_heads, &|task| {
             let (s, h) = (task / cfg.n_heads, task % cfg.n_heads);
-            let q_head = &q[s * q_dim + h * hd..][..hd];
+            let q_head = &queries.q[s * q_dim + h * hd..][..hd];
             // SAFETY: task (s, h) is the only writer of its head's slice.
             let out_head = unsafe { heads.part(s * q_dim + h * hd, hd) };
-            SCRATCH.with(|scratch| self.head::<T>(sums, s, h, q_head, out_head, &mut scratch.borrow_mut()));
+            let sums = Sums::of_row(cfg, queries, rows, s);
+            let n_ctx = queries.pos0 + s + 1;
+            SCRATCH.with(|scratch| self.head::<T>(sums, n_ctx, h, q_head, out_head, &mut scratch.borrow_mut()));
         });
     }
 
-    /// Query head `h` of row `s`: softmax(q·k / √d) · v over positions `0..=pos0 + s`.
-    fn head<T: KvElement>(&self, sums: Sums, s: usize, h: usize, q: &[f32], out: &mut [f32], scratch: &mut Scratch) {
+    /// Query head `h` of the row at position `n_ctx − 1`: softmax(q·k / √d) · v over positions
+    /// `0..n_ctx`.
+    fn head<T: KvElement>(&self, sums: Sums, n_ctx: usize, h: usize, q: &[f32], out: &mut [f32], scratch: &mut Scratch) {
         let (hd, kv_dim) = (self.cfg.head_dim, self.cfg.kv_dim());
         let kv_off = (h / self.cfg.group_size()) * hd;
         let scale = 1.0 / (hd as f32).sqrt();
         let dot = if sums.gemm { E::dot_gemm } else { E::dot_vec };
         scratch.q.clear();
         scratch.q.extend(q.iter().map(|&x| T::round(x)));
-        let n_ctx = self.pos0 + s + 1;
         scratch.scores.clear();
         // Room for the whole context at once: no reallocation as the sequence grows.
         scratch.scores.reserve(self.context);
@@ -156,6 +164,20 @@ struct Sums {
     n_kv: usize,
     /// Sum in the order of ggml's matrix kernel (a batch) instead of its vector dot product.
     gemm: bool,
+}
+
+impl Sums {
+    /// The order of row `s` of `rows` query rows: the batch's, or that of a decode step at the
+    /// row's position.
+    fn of_row(cfg: &Config, queries: Queries, rows: usize, s: usize) -> Self {
+        match queries.rounding {
+            Rounding::Batch => Sums {
+                n_kv: (queries.pos0 + rows).next_multiple_of(cfg.kv_pad),
+                gemm: rows > 1 && cfg.head_dim.is_multiple_of(16),
+            },
+            Rounding::PerRow => Sums { n_kv: (queries.pos0 + s + 1).next_multiple_of(cfg.kv_pad), gemm: false },
+        }
+    }
 }
 
 #[derive(Default)]

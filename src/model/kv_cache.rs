@@ -128,6 +128,18 @@ impl KvCache {
         }
     }
 
+    /// The keys and values of positions `0..len` of one layer, as f32.
+    pub fn read(&self, layer: usize, len: usize) -> (Vec<f32>, Vec<f32>) {
+        fn to_f32<T: KvElement>(b: &KvBuffers<T>, layer: usize, end: usize) -> (Vec<f32>, Vec<f32>) {
+            let (k, v) = b.get(layer, end);
+            (k.iter().map(|x| x.load()).collect(), v.iter().map(|x| x.load()).collect())
+        }
+        match &self.store {
+            KvStore::F16(b) => to_f32(b, layer, len * self.kv_dim),
+            KvStore::F32(b) => to_f32(b, layer, len * self.kv_dim),
+        }
+    }
+
     /// The buffers; positions `0..len` of a layer are `get(layer, len * kv_dim)`.
     pub fn store(&self) -> &KvStore {
         &self.store

@@ -7,7 +7,7 @@ use candle_core::{Device, Module, Tensor};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::kernels::{Combine, QuantMatrix, QuantType, MAX_SHARED};
+use crate::kernels::{Combine, QuantMatrix, QuantType, Rounding, MAX_SHARED};
 use crate::model::gguf::GgufFile;
 
 /// Checks a tensor's shape against the one the metadata implies.
@@ -71,18 +71,26 @@ impl Linear {
         self.bytes
     }
 
-    /// `y[r] = W · x[r]` for each of the `rows` rows of `x` (row-major `[rows, in_dim]`).
+    /// `y[r] = W · x[r]` for each of the `rows` rows of `x` (row-major `[rows, in_dim]`),
+    /// rounded as a batch.
     pub fn forward(&self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
         let mut y = vec![0f32; rows * self.out_dim];
-        self.forward_into(x, rows, &mut y)?;
+        self.forward_into(x, rows, Rounding::Batch, &mut y)?;
         Ok(y)
     }
 
-    /// [`Linear::forward`] into `y` (`rows · out_dim` long).
-    pub fn forward_into(&self, x: &[f32], rows: usize, y: &mut [f32]) -> Result<()> {
+    /// [`Linear::forward`] into `y` (`rows · out_dim` long), rounded as `rounding` says.
+    pub fn forward_into(&self, x: &[f32], rows: usize, rounding: Rounding, y: &mut [f32]) -> Result<()> {
         debug_assert_eq!(x.len(), rows * self.in_dim);
         match &self.weight {
-            Weight::Own(m) => m.forward_into(x, y),
+            Weight::Own(m) => m.forward_into(x, rounding, y),
+            // candle's float products sum a batch in another order than one row, so rows that
+            // must round as one-row products go one at a time.
+            Weight::Candle(_) if rounding == Rounding::PerRow && rows > 1 => {
+                for (x, y) in x.chunks_exact(self.in_dim).zip(y.chunks_exact_mut(self.out_dim)) {
+                    self.forward_into(x, 1, rounding, y)?;
+                }
+            }
             Weight::Candle(w) => {
                 let x = Tensor::from_slice(x, (rows, self.in_dim), &Device::Cpu)?;
                 y.copy_from_slice(&w.forward(&x)?.flatten_all()?.to_vec1::<f32>()?);
@@ -93,39 +101,47 @@ impl Linear {
 
     /// `ys[i] = ls[i] · x` for matrices that share their input: one hand-off to the worker
     /// pool when they have the same type, else one product each. Same results either way.
-    pub fn forward_shared(ls: &[&Linear], x: &[f32], rows: usize, ys: &mut [&mut [f32]]) -> Result<()> {
+    pub fn forward_shared(
+        ls: &[&Linear],
+        x: &[f32],
+        rows: usize,
+        rounding: Rounding,
+        ys: &mut [&mut [f32]],
+    ) -> Result<()> {
         let n = ls.len();
         let own: [Option<&QuantMatrix>; MAX_SHARED] = std::array::from_fn(|i| ls.get(i)?.own());
         if (1..=MAX_SHARED).contains(&n) && own[..n].iter().all(Option::is_some) {
             let ms: [&QuantMatrix; MAX_SHARED] = std::array::from_fn(|i| own[i.min(n - 1)].expect("checked"));
-            if QuantMatrix::forward_shared(&ms[..n], x, ys) {
+            if QuantMatrix::forward_shared(&ms[..n], x, ys, rounding) {
                 return Ok(());
             }
         }
         for (l, y) in ls.iter().zip(ys.iter_mut()) {
-            l.forward_into(x, rows, y)?;
+            l.forward_into(x, rows, rounding, y)?;
         }
         Ok(())
     }
 
     /// `out = combine(gate · x, up · x)`, in one hand-off when both use the same kernel type.
     /// `gate_y` is scratch of `out`'s size.
+    #[allow(clippy::too_many_arguments)]
     pub fn forward_gated(
         gate: &Linear,
         up: &Linear,
         x: &[f32],
         rows: usize,
+        rounding: Rounding,
         gate_y: &mut [f32],
         out: &mut [f32],
         combine: Combine,
     ) -> Result<()> {
         if let (Some(g), Some(u)) = (gate.own(), up.own()) {
-            if QuantMatrix::forward_gated(g, u, x, gate_y, out, combine) {
+            if QuantMatrix::forward_gated(g, u, x, gate_y, out, combine, rounding) {
                 return Ok(());
             }
         }
-        gate.forward_into(x, rows, gate_y)?;
-        up.forward_into(x, rows, out)?;
+        gate.forward_into(x, rows, rounding, gate_y)?;
+        up.forward_into(x, rows, rounding, out)?;
         combine(gate_y, out);
         Ok(())
     }

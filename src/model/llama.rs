@@ -10,7 +10,8 @@
 use std::cell::RefCell;
 
 use crate::error::{Error, Result};
-use crate::model::attention::{attend, Rope};
+use crate::kernels::Rounding;
+use crate::model::attention::{attend, Queries, Rope};
 use crate::model::config::Config;
 use crate::model::gguf::GgufFile;
 use crate::model::kv_cache::{KvCache, KvPrecision, KvStore};
@@ -28,6 +29,27 @@ pub struct Step<'a> {
     pub phase: Phase,
     /// Return the logits of every row (perplexity, tests) instead of only the last.
     pub all_logits: bool,
+    /// Whether the rows round as the peer engine's batch or each as its own decode step
+    /// (speculative verification: the same bits as decoding the rows one by one).
+    pub rounding: Rounding,
+}
+
+impl<'a> Step<'a> {
+    /// A prompt chunk at `pos`: only the last row's logits, rounded as a batch.
+    pub fn prefill(tokens: &'a [u32], pos: usize) -> Self {
+        Step { tokens, pos, phase: Phase::Prefill, all_logits: false, rounding: Rounding::Batch }
+    }
+
+    /// One generated token at `pos`.
+    pub fn decode(token: &'a u32, pos: usize) -> Self {
+        Step { tokens: std::slice::from_ref(token), pos, phase: Phase::Decode, all_logits: false, rounding: Rounding::Batch }
+    }
+
+    /// Tokens at `pos..` computed row for row as decode steps would compute them, with the
+    /// logits of every row: checking a speculative draft in one forward.
+    pub fn verify(tokens: &'a [u32], pos: usize) -> Self {
+        Step { tokens, pos, phase: Phase::Decode, all_logits: true, rounding: Rounding::PerRow }
+    }
 }
 
 /// How often each block ran, per layer; counted by the model, so no policy can misreport.
@@ -144,7 +166,7 @@ impl Llama {
                 match plan {
                     LayerPlan::Drop => {}
                     LayerPlan::SkipLayerCopyKv => {
-                        self.write_kv(l, ws, step.pos, cache, false)?;
+                        self.write_kv(l, ws, step, cache, false)?;
                         counts.kv_writes[l] += rows as u64;
                     }
                     plan @ (LayerPlan::Full | LayerPlan::SkipFfn) => {
@@ -153,7 +175,7 @@ impl Llama {
                             copy_into(&mut ws.layer_input, &ws.x[last..]);
                         }
                         // h_mid = x + Attn(RMSNorm_att(x))
-                        self.attention(l, ws, step.pos, cache)?;
+                        self.attention(l, ws, step, cache)?;
                         add_assign(&mut ws.x, &ws.delta);
                         counts.attention[l] += rows as u64;
                         counts.kv_writes[l] += rows as u64;
@@ -167,7 +189,7 @@ impl Llama {
                         }
                         if plan == LayerPlan::Full {
                             // h_out = h_mid + FFN(RMSNorm_ffn(h_mid))
-                            self.ffn(l, ws)?;
+                            self.ffn(l, ws, step.rounding)?;
                             if wants {
                                 copy_into(&mut ws.h_mid, &ws.x[last..]);
                             }
@@ -185,23 +207,23 @@ impl Llama {
             let xn = &mut ws.xn[..out_rows * cfg.dim];
             rms_norm(x, &self.weights.output_norm, cfg.rms_eps, xn);
             logits.resize(out_rows * cfg.vocab_size, 0.0);
-            self.weights.output.forward_into(xn, out_rows, logits)
+            self.weights.output.forward_into(xn, out_rows, step.rounding, logits)
         })
     }
 
     /// Normalises the residual into `ws.xn`, projects K and V (and Q into `ws.q` if
     /// `with_q`), adds the projections' biases if the architecture has them, applies RoPE and
     /// stores K and V at `pos..`.
-    fn write_kv(&self, l: usize, ws: &mut Workspace, pos: usize, cache: &mut KvCache, with_q: bool) -> Result<()> {
+    fn write_kv(&self, l: usize, ws: &mut Workspace, step: Step, cache: &mut KvCache, with_q: bool) -> Result<()> {
         let (cfg, w) = (&self.config, &self.weights.layers[l]);
         let rows = ws.x.len() / cfg.dim;
         rms_norm(&ws.x, &w.attn_norm, cfg.rms_eps, &mut ws.xn);
         if with_q {
             let outs = &mut [&mut ws.q[..], &mut ws.k[..], &mut ws.v[..]];
-            Linear::forward_shared(&[&w.attn_q, &w.attn_k, &w.attn_v], &ws.xn, rows, outs)?;
+            Linear::forward_shared(&[&w.attn_q, &w.attn_k, &w.attn_v], &ws.xn, rows, step.rounding, outs)?;
         } else {
             let outs = &mut [&mut ws.k[..], &mut ws.v[..]];
-            Linear::forward_shared(&[&w.attn_k, &w.attn_v], &ws.xn, rows, outs)?;
+            Linear::forward_shared(&[&w.attn_k, &w.attn_v], &ws.xn, rows, step.rounding, outs)?;
         }
         if let Some(b) = &w.qkv_bias {
             if with_q {
@@ -214,39 +236,40 @@ impl Llama {
             self.rope.apply(&mut ws.q, cfg.q_dim(), cfg.head_dim, &ws.rope);
         }
         self.rope.apply(&mut ws.k, cfg.kv_dim(), cfg.head_dim, &ws.rope);
-        cache.write(l, pos, &ws.k, &ws.v);
+        cache.write(l, step.pos, &ws.k, &ws.v);
         Ok(())
     }
 
     /// `ws.delta = Attn_l(RMSNorm_att(x))`; the caller adds it to the residual.
-    fn attention(&self, l: usize, ws: &mut Workspace, pos: usize, cache: &mut KvCache) -> Result<()> {
+    fn attention(&self, l: usize, ws: &mut Workspace, step: Step, cache: &mut KvCache) -> Result<()> {
         let (cfg, w) = (&self.config, &self.weights.layers[l]);
-        self.write_kv(l, ws, pos, cache, true)?;
+        self.write_kv(l, ws, step, cache, true)?;
         let rows = ws.x.len() / cfg.dim;
-        let end = (pos + rows) * cfg.kv_dim();
+        let end = (step.pos + rows) * cfg.kv_dim();
+        let queries = Queries { q: &ws.q, pos0: step.pos, rounding: step.rounding };
         match cache.store() {
             KvStore::F16(b) => {
                 let (keys, values) = b.get(l, end);
-                attend(cfg, &ws.q, keys, values, pos, cache.capacity(), &mut ws.heads);
+                attend(cfg, queries, keys, values, cache.capacity(), &mut ws.heads);
             }
             KvStore::F32(b) => {
                 let (keys, values) = b.get(l, end);
-                attend(cfg, &ws.q, keys, values, pos, cache.capacity(), &mut ws.heads);
+                attend(cfg, queries, keys, values, cache.capacity(), &mut ws.heads);
             }
         }
-        w.attn_output.forward_into(&ws.heads, rows, &mut ws.delta)
+        w.attn_output.forward_into(&ws.heads, rows, step.rounding, &mut ws.delta)
     }
 
     /// `ws.delta = FFN_l(RMSNorm_ffn(h_mid))` for the rows of `ws.x`, the SwiGLU block; the
     /// caller adds it to the residual.
-    fn ffn(&self, l: usize, ws: &mut Workspace) -> Result<()> {
+    fn ffn(&self, l: usize, ws: &mut Workspace, rounding: Rounding) -> Result<()> {
         let (cfg, w) = (&self.config, &self.weights.layers[l]);
         let rows = ws.x.len() / cfg.dim;
         let (xn, delta) = (&mut ws.xn[..rows * cfg.dim], &mut ws.delta[..rows * cfg.dim]);
         let (gate, hidden) = (&mut ws.gate[..rows * cfg.ffn_dim], &mut ws.hidden[..rows * cfg.ffn_dim]);
         rms_norm(&ws.x, &w.ffn_norm, cfg.rms_eps, xn);
-        Linear::forward_gated(&w.ffn_gate, &w.ffn_up, xn, rows, gate, hidden, &silu_mul)?;
-        w.ffn_down.forward_into(hidden, rows, delta)
+        Linear::forward_gated(&w.ffn_gate, &w.ffn_up, xn, rows, rounding, gate, hidden, &silu_mul)?;
+        w.ffn_down.forward_into(hidden, rows, rounding, delta)
     }
 }
 

@@ -2,7 +2,7 @@
 //! gives the same logits as one full forward over the sequence.
 
 use ffnskip::model::{BlockCounts, GgufFile, KvPrecision, Llama, Step};
-use ffnskip::skip::{Dense, Phase};
+use ffnskip::skip::Dense;
 
 use crate::common::tiny_model_file;
 use crate::tiny_model::{TinyModel, N_LAYERS};
@@ -21,18 +21,18 @@ fn kv_cache_decode_matches_full_forward() {
     let mut counts = BlockCounts::new(N_LAYERS);
 
     let mut cache = model.new_cache_with(32, KvPrecision::F32);
-    let full = Step { tokens: &tokens, pos: 0, phase: Phase::Prefill, all_logits: true };
+    let full = Step { all_logits: true, ..Step::prefill(&tokens, 0) };
     let all = model.forward(full, &mut cache, &mut Dense, &mut counts).unwrap();
     assert_eq!(all.len(), tokens.len() * vocab);
 
     // Prefill a prefix, then decode the rest one token at a time.
     let mut cache = model.new_cache_with(32, KvPrecision::F32);
     let prefix = 5;
-    let step = Step { tokens: &tokens[..prefix], pos: 0, phase: Phase::Prefill, all_logits: false };
+    let step = Step::prefill(&tokens[..prefix], 0);
     let last = model.forward(step, &mut cache, &mut Dense, &mut counts).unwrap();
     let mut worst = max_abs_diff(&last, &all[(prefix - 1) * vocab..prefix * vocab]);
     for (i, t) in tokens.iter().enumerate().skip(prefix) {
-        let step = Step { tokens: std::slice::from_ref(t), pos: i, phase: Phase::Decode, all_logits: false };
+        let step = Step::decode(t, i);
         let logits = model.forward(step, &mut cache, &mut Dense, &mut counts).unwrap();
         worst = worst.max(max_abs_diff(&logits, &all[i * vocab..(i + 1) * vocab]));
     }
@@ -47,7 +47,7 @@ fn context_overflow_is_an_error_not_a_panic() {
     let model = Llama::load(&GgufFile::open(&path).unwrap()).unwrap();
     let mut cache = model.new_cache(4);
     let mut counts = BlockCounts::new(N_LAYERS);
-    let step = Step { tokens: &[1, 2, 3, 4, 5], pos: 0, phase: Phase::Prefill, all_logits: false };
+    let step = Step::prefill(&[1, 2, 3, 4, 5], 0);
     let err = model.forward(step, &mut cache, &mut Dense, &mut counts).unwrap_err();
     assert!(err.to_string().contains("do not fit in the context"), "{err}");
 }

@@ -9,5 +9,6 @@ mod generate_cli;
 mod profile;
 mod reference;
 mod skip;
+mod speculate;
 mod tiny_model;
 mod tokenizer;

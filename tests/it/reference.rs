@@ -9,22 +9,22 @@
 use std::sync::OnceLock;
 
 use ffnskip::catalog::KnownModel;
-use ffnskip::generate::{generate, GenerateOptions, Session};
+use ffnskip::generate::{generate, Decoder, GenerateOptions, Session};
 use ffnskip::model::{BlockCounts, Step};
 use ffnskip::sampling::argmax;
-use ffnskip::skip::{Dense, Phase};
+use ffnskip::skip::Dense;
 use ffnskip::Engine;
 
 /// One reference file and the engine settings of the llama.cpp version that wrote it.
-struct Reference {
+pub struct Reference {
     file: &'static str,
     model: &'static str,
     /// The KV padding of that llama.cpp version (see `Config::kv_pad`).
     kv_pad: usize,
 }
 
-const SMOLLM2: Reference = Reference { file: "smollm2-135m-q4_1-greedy.jsonl", model: "smollm2-135m", kv_pad: 32 };
-const QWEN_1_5B: Reference =
+pub const SMOLLM2: Reference = Reference { file: "smollm2-135m-q4_1-greedy.jsonl", model: "smollm2-135m", kv_pad: 32 };
+pub const QWEN_1_5B: Reference =
     Reference { file: "qwen2.5-coder-1.5b-q4_k_m-greedy.jsonl", model: "qwen2.5-coder-1.5b", kv_pad: 256 };
 
 /// The largest logit gap accepted where our top-1 differs from the reference: teacher forcing
@@ -33,14 +33,14 @@ const QWEN_1_5B: Reference =
 const NEAR_TIE: f32 = 0.75;
 
 #[derive(serde::Deserialize)]
-struct Case {
-    prompt: String,
-    n_predict: usize,
+pub struct Case {
+    pub prompt: String,
+    pub n_predict: usize,
     greedy_completion: String,
 }
 
 impl Reference {
-    fn cases(&self) -> Vec<Case> {
+    pub fn cases(&self) -> Vec<Case> {
         let path = format!("{}/../shared/reference/{}", env!("CARGO_MANIFEST_DIR"), self.file);
         let text = std::fs::read_to_string(path).expect("reference file in ../shared");
         text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
@@ -57,12 +57,12 @@ impl Reference {
     }
 }
 
-fn smollm2() -> &'static Engine {
+pub fn smollm2() -> &'static Engine {
     static ENGINE: OnceLock<Engine> = OnceLock::new();
     SMOLLM2.engine(&ENGINE)
 }
 
-fn qwen() -> &'static Engine {
+pub fn qwen() -> &'static Engine {
     static ENGINE: OnceLock<Engine> = OnceLock::new();
     QWEN_1_5B.engine(&ENGINE)
 }
@@ -76,7 +76,7 @@ fn completion(case: &Case) -> &str {
 fn last_logits(engine: &Engine, tokens: &[u32]) -> Vec<f32> {
     let mut cache = engine.model.new_cache(tokens.len());
     let mut counts = BlockCounts::new(engine.model.config.n_layers);
-    let step = Step { tokens, pos: 0, phase: Phase::Prefill, all_logits: false };
+    let step = Step::prefill(tokens, 0);
     engine.model.forward(step, &mut cache, &mut Dense, &mut counts).unwrap()
 }
 
@@ -93,7 +93,7 @@ fn teacher_forced(reference: &Reference, engine: &Engine, min_share: f64) {
         let all: Vec<u32> = prompt.iter().chain(&expected).copied().collect();
         let mut cache = engine.model.new_cache(all.len());
         let mut counts = BlockCounts::new(engine.model.config.n_layers);
-        let step = Step { tokens: &all, pos: 0, phase: Phase::Prefill, all_logits: true };
+        let step = Step { all_logits: true, ..Step::prefill(&all, 0) };
         let logits = engine.model.forward(step, &mut cache, &mut Dense, &mut counts).unwrap();
         for (j, &want) in expected.iter().enumerate() {
             let row = &logits[(prompt.len() - 1 + j) * vocab..][..vocab];
@@ -150,7 +150,7 @@ fn free_running(reference: &Reference, engine: &Engine) {
         let prompt = engine.tokenizer.encode(&case.prompt).unwrap();
         let mut session = Session::new(&engine.model, Some(1024)).unwrap();
         let opts = GenerateOptions { max_tokens: case.n_predict, ..Default::default() };
-        let gen = generate(&mut session, &engine.tokenizer, &prompt, &opts, &mut Dense, &mut |_| {}).unwrap();
+        let gen = generate(&mut session, &engine.tokenizer, &prompt, &opts, &mut Decoder::Stepwise(Box::new(Dense)), &mut |_| {}).unwrap();
         exact += usize::from(gen.text == want);
         let head = engine.tokenizer.decode(&gen.tokens[..gen.tokens.len().min(8)]);
         first8 += usize::from(want.starts_with(&head));

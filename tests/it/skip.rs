@@ -1,6 +1,6 @@
 //! Skip policies on the default model: realised ratios, and attention in every layer always.
 
-use ffnskip::generate::{generate, GenerateOptions, Generation, Session, SkipStats};
+use ffnskip::generate::{generate, Decoder, GenerateOptions, Generation, Session, SkipStats};
 use ffnskip::skip::{Calibration, PolicySpec};
 
 use crate::common::default_engine;
@@ -10,11 +10,11 @@ const PROMPT: &str = "<|im_start|>user\nWrite a long, detailed story about a dra
 fn run(spec: &str, max_tokens: usize, calibration: Option<&Calibration>) -> (Generation, SkipStats) {
     let engine = default_engine();
     let spec: PolicySpec = spec.parse().unwrap();
-    let mut policy = spec.build(engine.model.config.n_layers, calibration).unwrap();
+    let mut decoder = Decoder::Stepwise(spec.build(engine.model.config.n_layers, calibration).unwrap());
     let prompt = engine.tokenizer.encode(PROMPT).unwrap();
     let mut session = Session::new(&engine.model, Some(1024)).unwrap();
     let opts = GenerateOptions { max_tokens, warmup_steps: spec.warmup_steps(), ..Default::default() };
-    let gen = generate(&mut session, &engine.tokenizer, &prompt, &opts, policy.as_mut(), &mut |_| {}).unwrap();
+    let gen = generate(&mut session, &engine.tokenizer, &prompt, &opts, &mut decoder, &mut |_| {}).unwrap();
     let stats = SkipStats::of(&gen, &engine.model);
     (gen, stats)
 }

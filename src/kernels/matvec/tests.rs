@@ -327,6 +327,27 @@ fn k_quant_batched_rows_round_otherwise() {
     }
 }
 
+/// With [`Rounding::PerRow`] every row of a batch gets the bits of its own one-row product, for
+/// every type, kernel and batch size (the batch sizes cover ggml's Q4_K groups of 4 and its
+/// tiled Q6_K kernel from 8 rows): what a speculative verification relies on.
+#[test]
+fn per_row_rounding_equals_one_row_products() {
+    let (rows, cols) = (24, 512);
+    for ty in TYPES {
+        for kernel in Kernel::available() {
+            let m = QuantMatrix::with_kernel(ty, random_weights(ty, rows, cols, 11), rows, cols, kernel).unwrap();
+            for n in [2, 4, 5, 9] {
+                let batch = random_acts(ty, n, cols, 12 + n as u64);
+                let mut y = vec![0f32; n * rows];
+                m.forward_into(&batch, Rounding::PerRow, &mut y);
+                for (r, (x, got)) in batch.chunks_exact(cols).zip(y.chunks_exact(rows)).enumerate() {
+                    assert_same_bits(got, &m.forward(x), &format!("{ty:?} {kernel:?} row {r} of {n}"));
+                }
+            }
+        }
+    }
+}
+
 /// Q8_0 weights at the extremes (−128, −127, 127) against the sign trick.
 #[test]
 fn q8_0_extreme_weights_match_scalar() {
@@ -393,14 +414,14 @@ fn shared_and_gated_products_match_single_ones() {
 
         let mut ys: Vec<Vec<f32>> = ms.iter().map(|m| vec![0f32; n * m.rows()]).collect();
         let mut outs: Vec<&mut [f32]> = ys.iter_mut().map(|y| &mut y[..]).collect();
-        assert!(QuantMatrix::forward_shared(&[&ms[0], &ms[1], &ms[2]], &x, &mut outs));
+        assert!(QuantMatrix::forward_shared(&[&ms[0], &ms[1], &ms[2]], &x, &mut outs, Rounding::Batch));
         for (i, (y, single)) in ys.iter().zip(&singles).enumerate() {
             assert_same_bits(y, single, &format!("{ty:?} shared {i}"));
         }
 
         let product = |g: &[f32], u: &mut [f32]| u.iter_mut().zip(g).for_each(|(u, g)| *u *= g);
         let (mut gate_y, mut out) = (vec![0f32; n * 200], vec![0f32; n * 200]);
-        assert!(QuantMatrix::forward_gated(&ms[1], &ms[2], &x, &mut gate_y, &mut out, &product));
+        assert!(QuantMatrix::forward_gated(&ms[1], &ms[2], &x, &mut gate_y, &mut out, &product, Rounding::Batch));
         let want: Vec<f32> = singles[1].iter().zip(&singles[2]).map(|(g, u)| u * g).collect();
         assert_same_bits(&out, &want, &format!("{ty:?} gated"));
     }
