@@ -16,6 +16,8 @@
 //! extra verified row [`PRIOR_ROW_COST`], a skip-draft step [`NOMINAL_SKIP_STEP`]) and adapts to
 //! the acceptance alone.
 
+use super::ngram;
+
 /// The longest draft: beyond it the verification's rows cost more than a step saves.
 pub const MAX_DRAFT: usize = 16;
 /// Cycles of plain steps before a source that does not pay is probed again, at first and at most.
@@ -34,11 +36,23 @@ const PRIOR_ROW_COST: f64 = 0.5;
 /// two thirds of a step's weights, so skipping half of them saves about a third.
 const NOMINAL_SKIP_STEP: f64 = 0.7;
 
-/// Where a draft comes from.
+/// Where a draft comes from. N-gram continuations are told apart by the length of the match
+/// they continue: a longer match is kept more often.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
-    Ngram = 0,
-    Skip = 1,
+    Ngram(usize),
+    Skip,
+}
+
+const SOURCES: usize = ngram::MAX_N - ngram::MIN_N + 2;
+
+impl Source {
+    fn index(self) -> usize {
+        match self {
+            Source::Ngram(n) => n.clamp(ngram::MIN_N, ngram::MAX_N) - ngram::MIN_N,
+            Source::Skip => SOURCES - 1,
+        }
+    }
 }
 
 /// What is known about one draft source.
@@ -72,7 +86,7 @@ pub struct DraftLength {
     fixed: Option<usize>,
     /// Use nominal costs instead of timings (reproducible sampling).
     untimed: bool,
-    sources: [SourceEstimate; 2],
+    sources: [SourceEstimate; SOURCES],
     /// Seconds of a plain decode step, `a`.
     plain_secs: Option<f64>,
     /// Seconds per extra verified row, `b`.
@@ -107,7 +121,7 @@ impl DraftLength {
     /// The draft length with the best expected tokens per second for `source` (0: a plain step
     /// does better), and that rate over a plain step's.
     fn best(&self, source: Source) -> (usize, f64) {
-        let s = &self.sources[source as usize];
+        let s = &self.sources[source.index()];
         let (a, b, d) = if self.untimed {
             (1.0, PRIOR_ROW_COST, NOMINAL_SKIP_STEP)
         } else {
@@ -117,7 +131,7 @@ impl DraftLength {
             };
             (a, self.row_secs.unwrap_or(PRIOR_ROW_COST * a), s.step_secs.unwrap_or(a))
         };
-        let d = if source == Source::Ngram { 0.0 } else { d };
+        let d = if source == Source::Skip { d } else { 0.0 };
         let rate = |k: usize| expected_tokens(s.alpha(), k) / (k as f64 * d + a + b * k as f64);
         (1..=MAX_DRAFT).map(|k| (k, rate(k) * a)).fold((0, 1.0), |best, c| if c.1 > best.1 { c } else { best })
     }
@@ -129,7 +143,7 @@ impl DraftLength {
             return k;
         }
         let (k, _) = self.best(source);
-        let s = &mut self.sources[source as usize];
+        let s = &mut self.sources[source.index()];
         if k > 0 {
             return k;
         }
@@ -155,16 +169,16 @@ impl DraftLength {
         if let Some(a) = self.plain_secs {
             self.row_secs = Some(blend(self.row_secs, ((verify_secs - a) / drafted as f64).max(0.0)));
         }
-        let s = &mut self.sources[source as usize];
+        let s = &mut self.sources[source.index()];
         s.accepted = DECAY * s.accepted + accepted as f64;
         s.rejected = DECAY * s.rejected + f64::from(accepted < drafted);
         if source == Source::Skip {
             s.step_secs = Some(blend(s.step_secs, draft_secs / drafted as f64));
         }
         if self.best(source).0 > 0 {
-            self.sources[source as usize].pause = PAUSE_START;
+            self.sources[source.index()].pause = PAUSE_START;
         } else {
-            let s = &mut self.sources[source as usize];
+            let s = &mut self.sources[source.index()];
             s.pause_left = s.pause;
             s.pause = (2 * s.pause).min(PAUSE_MAX);
         }
@@ -185,22 +199,22 @@ mod tests {
     #[test]
     fn a_plain_step_comes_first_then_drafts_grow_with_acceptance() {
         let mut d = DraftLength::default();
-        assert_eq!(d.budget(Source::Ngram), 0);
+        assert_eq!(d.budget(Source::Ngram(2)), 0);
         d.record_plain(0.010);
-        let first = d.budget(Source::Ngram);
+        let first = d.budget(Source::Ngram(2));
         assert!(first > 0, "a free draft at the prior acceptance pays");
         for _ in 0..20 {
-            let k = d.budget(Source::Ngram);
-            d.record_draft(Source::Ngram, k, k, 0.0, 0.010 + 0.002 * k as f64);
+            let k = d.budget(Source::Ngram(2));
+            d.record_draft(Source::Ngram(2), k, k, 0.0, 0.010 + 0.002 * k as f64);
         }
-        assert_eq!(d.budget(Source::Ngram), MAX_DRAFT, "always accepted, cheap rows: the longest draft");
+        assert_eq!(d.budget(Source::Ngram(2)), MAX_DRAFT, "always accepted, cheap rows: the longest draft");
         // Then the text stops repeating itself: every proposal is rejected, and the old
         // acceptances fade.
         for _ in 0..60 {
-            d.record_draft(Source::Ngram, 1, 0, 0.0, 0.012);
+            d.record_draft(Source::Ngram(2), 1, 0, 0.0, 0.012);
         }
         let mut plain = 0;
-        while d.budget(Source::Ngram) == 0 {
+        while d.budget(Source::Ngram(2)) == 0 {
             plain += 1;
         }
         assert!(plain >= PAUSE_START, "never accepted: drafting pauses ({plain} plain cycles)");
@@ -235,7 +249,7 @@ mod tests {
             let mut d = DraftLength::untimed();
             (0..40)
                 .map(|i| {
-                    let source = if i % 3 == 0 { Source::Skip } else { Source::Ngram };
+                    let source = if i % 3 == 0 { Source::Skip } else { Source::Ngram(3) };
                     let k = d.budget(source);
                     if k == 0 {
                         d.record_plain(0.01 * scale);

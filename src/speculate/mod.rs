@@ -197,16 +197,19 @@ impl Speculator {
     /// uses one, the text has one and it pays now, else skip-policy decode steps (rewound
     /// afterwards) if they pay; none when neither does.
     fn draft(&mut self, session: &mut Session, sampler: &mut Sampler, token: u32, room: usize) -> Result<Draft> {
-        let mut draft = Draft { source: Source::Ngram, tokens: Vec::new(), dists: Vec::new() };
+        let mut draft = Draft { source: Source::Skip, tokens: Vec::new(), dists: Vec::new() };
         if self.spec.uses_ngram() {
-            let budget = self.length.budget(Source::Ngram).min(room);
             let mut history = session.tokens().to_vec();
             history.push(token);
-            draft.tokens = ngram::lookup(&history, budget).to_vec();
-            // A proposal, not a draw: all of its probability on the proposed token.
-            draft.dists = draft.tokens.iter().map(|&t| vec![(t, 1.0)]).collect();
-            if !draft.tokens.is_empty() {
-                return Ok(draft);
+            if let Some(found) = ngram::lookup(&history, room.min(MAX_DRAFT)) {
+                draft.source = Source::Ngram(found.n);
+                let budget = self.length.budget(draft.source);
+                draft.tokens = found.tokens[..budget.min(found.tokens.len())].to_vec();
+                // A proposal, not a draw: all of its probability on the proposed token.
+                draft.dists = draft.tokens.iter().map(|&t| vec![(t, 1.0)]).collect();
+                if !draft.tokens.is_empty() {
+                    return Ok(draft);
+                }
             }
         }
         let Some(policy) = self.policy.as_deref_mut() else {

@@ -2,7 +2,7 @@
 //! cache ends up as a dense run leaves it, and speculative sampling keeps the dense
 //! distribution.
 
-use ffnskip::generate::{generate, DecodeSpec, GenerateOptions, Generation, Session};
+use ffnskip::generate::{generate, DecodeSpec, Decoder, GenerateOptions, Generation, Session};
 use ffnskip::model::{BlockCounts, Llama};
 use ffnskip::sampling::{Sampler, SamplingParams};
 use ffnskip::skip::Dense;
@@ -17,9 +17,23 @@ use crate::tiny_model::TinyModel;
 /// lookup, and n-gram lookup with a skip draft where it finds nothing.
 const DRAFTS: [&str; 4] = ["ffnskip@0.5", "layer-early-exit@0.5", "ngram", "ngram+ffnskip@0.5"];
 
+/// Drafts of one fixed length. The default controller times the machine to choose lengths, so
+/// which drafts run (and whether any is rejected) would depend on the machine's load; a fixed
+/// length drafts, accepts and rejects the same tokens on every machine.
+const DRAFT_LENGTH: usize = 3;
+
+fn decoder(engine: &Engine, spec: &str) -> Decoder {
+    let n_layers = engine.model.config.n_layers;
+    match spec.parse::<DecodeSpec>().unwrap() {
+        DecodeSpec::Speculate(draft) => {
+            Decoder::Speculative(Box::new(Speculator::new(draft, n_layers, None).unwrap().with_fixed_length(DRAFT_LENGTH)))
+        }
+        policy => policy.build(n_layers, None).unwrap(),
+    }
+}
+
 fn greedy(engine: &Engine, prompt: &[u32], max_tokens: usize, spec: &str) -> Generation {
-    let spec: DecodeSpec = spec.parse().unwrap();
-    let mut decoder = spec.build(engine.model.config.n_layers, None).unwrap();
+    let mut decoder = decoder(engine, spec);
     let mut session = Session::new(&engine.model, Some(prompt.len() + max_tokens + 32)).unwrap();
     let opts = GenerateOptions { max_tokens, ..Default::default() };
     generate(&mut session, &engine.tokenizer, prompt, &opts, &mut decoder, &mut |_| {}).unwrap()
@@ -133,8 +147,7 @@ fn cache_after_rejections_equals_a_dense_runs() {
     let engine = smollm2();
     let prompt = engine.tokenizer.encode("<|im_start|>user\nName three rivers in Europe and describe each.<|im_end|>\n<|im_start|>assistant\n").unwrap();
     let n_layers = engine.model.config.n_layers;
-    let spec: DecodeSpec = "speculate:ffnskip@0.5".parse().unwrap();
-    let mut decoder = spec.build(n_layers, None).unwrap();
+    let mut decoder = decoder(engine, "speculate:ffnskip@0.5");
     let mut spec_session = Session::new(&engine.model, Some(256)).unwrap();
     let opts = GenerateOptions { max_tokens: 96, ..Default::default() };
     let gen = generate(&mut spec_session, &engine.tokenizer, &prompt, &opts, &mut decoder, &mut |_| {}).unwrap();
