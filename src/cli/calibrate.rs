@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use ffnskip::profile::{self, CalibrateOptions, Measured, SkipConfig};
-use ffnskip::skip::PolicySpec;
+use ffnskip::skip::{PolicyKind, PolicySpec};
 
 use super::common::ModelArgs;
 use super::text::{token_bar, TextArgs};
@@ -100,7 +100,7 @@ fn base_spec(text: &str) -> Result<PolicySpec> {
         format!("{head}@0:{options}")
     };
     let spec: PolicySpec = with_ratio.parse().with_context(|| format!("--policy-base {text}"))?;
-    if spec.name == "dense" {
+    if spec.kind == PolicyKind::Dense {
         bail!("--policy-base dense skips nothing: give a skip policy, e.g. ffnskip");
     }
     Ok(spec)

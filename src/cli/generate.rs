@@ -69,7 +69,6 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         max_tokens: args.max_tokens,
         sampling,
         stop_strings: args.sampling.stop.clone(),
-        warmup_steps: spec.warmup_steps(),
     };
     let mut stdout = std::io::stdout().lock();
     let mut write_err = None;

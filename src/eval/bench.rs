@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::error::Result;
 use crate::eval::metrics::median;
 use crate::eval::{DecodeRun, EvalConfig};
-use crate::generate::{DecodeSpec, Decoder, Session};
+use crate::generate::{DecodeSpec, Decoder, Session, WarmupSplit};
 use crate::model::BlockCounts;
 use crate::sampling::{argmax, Sampler, SamplingParams};
 use crate::skip::{Dense, SkipPolicy};
@@ -61,13 +61,12 @@ pub fn bench_once(cfg: &EvalConfig, spec: &DecodeSpec, prompt: &[u32], tg: usize
     };
     session.prefill(prompt, prefill_policy, &mut BlockCounts::new(n_layers), &mut logits)?;
     let pp_secs = t0.elapsed().as_secs_f64();
-    let (mut warmup_counts, mut post_counts) = (BlockCounts::new(n_layers), BlockCounts::new(n_layers));
+    let mut counts = WarmupSplit::new(n_layers);
     let t1 = Instant::now();
     let (steps, rows, speculation) = match &mut decoder {
         Decoder::Stepwise(policy) => {
-            for step in 1..=tg {
-                let counts = if step > spec.warmup_steps() { &mut post_counts } else { &mut warmup_counts };
-                session.decode(argmax(&logits), policy.as_mut(), counts, &mut logits)?;
+            for _ in 0..tg {
+                counts.decode(&mut session, argmax(&logits), policy.as_mut(), &mut logits)?;
             }
             (tg, tg, None)
         }
@@ -75,7 +74,7 @@ pub fn bench_once(cfg: &EvalConfig, spec: &DecodeSpec, prompt: &[u32], tg: usize
             let mut sampler = Sampler::new(SamplingParams::default());
             let (mut next, mut steps) = (argmax(&logits), 0);
             while steps < tg {
-                let tokens = speculator.cycle(&mut session, &mut sampler, next, &mut warmup_counts)?;
+                let tokens = speculator.cycle(&mut session, &mut sampler, next, &mut counts.all)?;
                 steps += tokens.len();
                 next = *tokens.last().expect("a cycle emits at least one token");
             }
@@ -84,14 +83,13 @@ pub fn bench_once(cfg: &EvalConfig, spec: &DecodeSpec, prompt: &[u32], tg: usize
         }
     };
     let tg_secs = t1.elapsed().as_secs_f64();
-    warmup_counts.add(&post_counts);
     let run = DecodeRun {
         steps: steps as u64,
         rows: rows as u64,
         secs: tg_secs,
-        counts: warmup_counts,
-        post_warmup_steps: steps.saturating_sub(spec.warmup_steps()) as u64,
-        post_warmup_counts: post_counts,
+        counts: counts.all,
+        post_warmup_steps: counts.post_warmup_steps as u64,
+        post_warmup_counts: counts.post_warmup,
         speculation: None,
     };
     let common = crate::eval::item_common(spec, "bench", model, &run);

@@ -57,7 +57,7 @@ impl EvalConfig<'_> {
         let mut decoder = self.build_decoder(spec)?;
         let context = (prompt.len() + max_tokens + 1).min(self.engine.model.config.context_len);
         let mut session = Session::new(&self.engine.model, Some(context))?;
-        let opts = GenerateOptions { max_tokens, warmup_steps: spec.warmup_steps(), ..Default::default() };
+        let opts = GenerateOptions { max_tokens, ..Default::default() };
         generate(&mut session, &self.engine.tokenizer, prompt, &opts, &mut decoder, &mut |_| {})
     }
 

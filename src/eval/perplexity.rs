@@ -14,7 +14,7 @@ use crate::eval::data::load_text;
 use crate::eval::metrics::{kl_divergence, log_softmax};
 use crate::eval::output::{read_items, ItemCommon, OutputDir};
 use crate::eval::{item_common, progress, write_summary, DecodeRun, EvalConfig, Tally};
-use crate::generate::{DecodeSpec, Session};
+use crate::generate::{DecodeSpec, Session, WarmupSplit};
 use crate::model::BlockCounts;
 use crate::sampling::argmax;
 
@@ -115,24 +115,22 @@ fn decode_window(
     let mut logits = Vec::new();
     session.prefill(&window[..prefill], policy.as_mut(), &mut prefill_counts, &mut logits)?;
     score(0, &logits);
-    let (mut warmup_counts, mut post_warmup_counts) = (BlockCounts::new(n_layers), BlockCounts::new(n_layers));
+    let mut counts = WarmupSplit::new(n_layers);
     let t0 = Instant::now();
     let mut steps = 0u64;
     for (j, &token) in window[prefill..window.len() - 1].iter().enumerate() {
         steps += 1;
-        let counts = if steps as usize > spec.warmup_steps() { &mut post_warmup_counts } else { &mut warmup_counts };
-        session.decode(token, policy.as_mut(), counts, &mut logits)?;
+        counts.decode(&mut session, token, policy.as_mut(), &mut logits)?;
         score(j + 1, &logits);
     }
     let secs = t0.elapsed().as_secs_f64();
-    warmup_counts.add(&post_warmup_counts);
     Ok(DecodeRun {
         steps,
         rows: steps,
         secs,
-        counts: warmup_counts,
-        post_warmup_steps: steps.saturating_sub(spec.warmup_steps() as u64),
-        post_warmup_counts,
+        counts: counts.all,
+        post_warmup_steps: counts.post_warmup_steps as u64,
+        post_warmup_counts: counts.post_warmup,
         speculation: None,
     })
 }

@@ -30,15 +30,6 @@ impl DecodeSpec {
         DecodeSpec::Policy("dense".parse().expect("dense parses"))
     }
 
-    /// Decode steps the policy runs dense before it may skip (0 for speculation, whose
-    /// output is always dense).
-    pub fn warmup_steps(&self) -> usize {
-        match self {
-            DecodeSpec::Policy(p) => p.warmup_steps(),
-            DecodeSpec::Speculate(_) => 0,
-        }
-    }
-
     pub fn build(&self, n_layers: usize, calibration: Option<&Calibration>) -> Result<Decoder> {
         Ok(match self {
             DecodeSpec::Policy(p) => Decoder::Stepwise(p.build(n_layers, calibration)?),

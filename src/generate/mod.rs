@@ -5,6 +5,7 @@ mod decoder;
 mod session;
 mod stats;
 mod stop;
+mod warmup_split;
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -15,6 +16,7 @@ pub use decoder::{DecodeSpec, Decoder};
 pub use session::Session;
 pub use stats::SkipStats;
 pub use stop::StopMatcher;
+pub use warmup_split::WarmupSplit;
 
 use crate::error::Result;
 use crate::model::BlockCounts;
@@ -28,13 +30,11 @@ pub struct GenerateOptions {
     pub max_tokens: usize,
     pub sampling: SamplingParams,
     pub stop_strings: Vec<String>,
-    /// The policy's warm-up length, so statistics can separate post-warm-up steps.
-    pub warmup_steps: usize,
 }
 
 impl Default for GenerateOptions {
     fn default() -> Self {
-        Self { max_tokens: 128, sampling: SamplingParams::default(), stop_strings: Vec::new(), warmup_steps: 0 }
+        Self { max_tokens: 128, sampling: SamplingParams::default(), stop_strings: Vec::new() }
     }
 }
 
@@ -119,8 +119,7 @@ pub fn generate(
     let mut sampler = Sampler::new(opts.sampling.clone());
     let mut utf8 = Utf8Stream::default();
     let mut stops = StopMatcher::new(&opts.stop_strings);
-    let mut warmup_counts = BlockCounts::new(n_layers);
-    let mut post_warmup_counts = BlockCounts::new(n_layers);
+    let mut counts = WarmupSplit::new(n_layers);
     let mut tokens = Vec::new();
     let mut text = String::new();
     let (mut decode_steps, mut decode_rows) = (0, 0);
@@ -162,14 +161,12 @@ pub fn generate(
         // Decode: run the new token through the model to get the next one(s).
         match decoder {
             Decoder::Stepwise(policy) => {
-                let counts =
-                    if decode_steps > opts.warmup_steps { &mut post_warmup_counts } else { &mut warmup_counts };
-                session.decode(token, policy.as_mut(), counts, &mut logits)?;
+                counts.decode(session, token, policy.as_mut(), &mut logits)?;
                 decode_rows += 1;
                 queue.push_back(sampler.sample(&mut logits, session.tokens()));
             }
             Decoder::Speculative(speculator) => {
-                let tokens = speculator.cycle(session, &mut sampler, token, &mut warmup_counts)?;
+                let tokens = speculator.cycle(session, &mut sampler, token, &mut counts.all)?;
                 decode_rows = speculator.stats().verified_rows;
                 queue.extend(tokens);
             }
@@ -183,9 +180,9 @@ pub fn generate(
             emit(&stops.finish(), &mut text);
         }
     }
-    let (post_warmup_steps, speculation) = match decoder {
-        Decoder::Stepwise(_) => (decode_steps.saturating_sub(opts.warmup_steps), None),
-        Decoder::Speculative(speculator) => (0, Some(speculator.take_stats())),
+    let speculation = match decoder {
+        Decoder::Stepwise(_) => None,
+        Decoder::Speculative(speculator) => Some(speculator.take_stats()),
     };
     Ok(Generation {
         text,
@@ -197,12 +194,9 @@ pub fn generate(
         decode_rows,
         decode_secs: t1.elapsed().as_secs_f64(),
         finish_reason,
-        decode_counts: {
-            warmup_counts.add(&post_warmup_counts);
-            warmup_counts
-        },
-        post_warmup_counts,
-        post_warmup_steps,
+        decode_counts: counts.all,
+        post_warmup_counts: counts.post_warmup,
+        post_warmup_steps: counts.post_warmup_steps,
         speculation,
     })
 }

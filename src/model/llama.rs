@@ -72,6 +72,13 @@ impl BlockCounts {
         }
     }
 
+    pub fn clear(&mut self) {
+        for counts in [&mut self.attention, &mut self.ffn, &mut self.kv_writes] {
+            counts.fill(0);
+        }
+        self.ffn_skip_runs = 0;
+    }
+
     pub fn add(&mut self, other: &BlockCounts) {
         let add = |a: &mut Vec<u64>, b: &[u64]| a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
         add(&mut self.attention, &other.attention);

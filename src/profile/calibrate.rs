@@ -11,7 +11,7 @@
 use crate::error::{Error, Result};
 use crate::model::Llama;
 use crate::profile::{feed_window, Profile, Windowing};
-use crate::skip::{default_cold, Calibration, PolicySpec, ScheduleConfig, DEFAULT_TAU};
+use crate::skip::{default_cold, Calibration, PolicyKind, PolicySpec, ScheduleConfig, DEFAULT_TAU};
 
 /// Thresholds tried in turn when the base spec leaves `tau` open.
 const TAUS: [f32; 3] = [DEFAULT_TAU, 0.9, 0.8];
@@ -57,14 +57,11 @@ pub fn measure(
     progress: &mut dyn FnMut(),
 ) -> Result<f64> {
     let n_layers = model.config.n_layers;
-    let warmup = spec.warmup_steps();
     let (mut ran, mut steps) = (0u64, 0u64);
     for window in windowing.windows(text)? {
         let mut policy = spec.build(n_layers, calibration)?;
-        let mut step = 0;
-        feed_window(model, window, windowing.prefill, policy.as_mut(), &mut |_, counts| {
-            step += 1;
-            if step > warmup {
+        feed_window(model, window, windowing.prefill, policy.as_mut(), &mut |_, counts, past_warmup| {
+            if past_warmup {
                 ran += counts.ffn.iter().sum::<u64>();
                 steps += 1;
             }
@@ -73,7 +70,8 @@ pub fn measure(
     }
     if steps == 0 {
         return Err(Error::InvalidArgument(format!(
-            "no decode step is past the warm-up of {warmup} tokens: use longer windows or a shorter prefill"
+            "no decode step is past the warm-up of {} tokens: use longer windows or a shorter prefill",
+            spec.warmup_steps()
         )));
     }
     let all = steps * n_layers as u64;
@@ -94,7 +92,7 @@ pub fn calibrate(
     if !(opts.target > 0.0 && opts.target < 1.0) {
         return Err(Error::InvalidArgument(format!("the target ratio must be in (0, 1), got {}", opts.target)));
     }
-    if opts.base.name == "dense" {
+    if opts.base.kind == PolicyKind::Dense {
         return Err(Error::InvalidArgument("dense skips nothing: calibrate a skip policy".into()));
     }
     let calibration = profile.calibration();
@@ -158,7 +156,7 @@ pub fn calibrate(
 /// The settings to try, in order: for each `tau` (the base's, or [`TAUS`]), the cold regions of
 /// the base or the default ones, then those narrowed to the profile's saturated layers.
 fn settings(base: &PolicySpec, calibration: &Calibration, n_layers: usize) -> Result<Vec<PolicySpec>> {
-    let tested = matches!(base.name.as_str(), "ffnskip" | "layer-early-exit")
+    let tested = base.kind.tests_saturation()
         && base.options.get("signal").is_none_or(|s| s == "cosine");
     let taus: Vec<Option<f32>> = match base.options.get("tau") {
         _ if !tested => vec![None],
@@ -167,7 +165,7 @@ fn settings(base: &PolicySpec, calibration: &Calibration, n_layers: usize) -> Re
     };
     // Early exit tests the whole layer; everything else the FFN.
     let cosine =
-        if base.name == "layer-early-exit" { &calibration.mean_layer_cosine } else { &calibration.mean_ffn_cosine };
+        if base.kind == PolicyKind::LayerEarlyExit { &calibration.mean_layer_cosine } else { &calibration.mean_ffn_cosine };
     let mut out: Vec<PolicySpec> = Vec::new();
     for tau in taus {
         let mut spec = base.clone();

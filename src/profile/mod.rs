@@ -151,7 +151,7 @@ pub fn profile(
     let mut recorder = Recorder { decoding: false, samples: vec![Vec::new(); n_layers] };
     let mut positions = Vec::with_capacity(windowing.tokens);
     for window in &windows {
-        feed_window(model, window, windowing.prefill, &mut recorder, &mut |position, _| {
+        feed_window(model, window, windowing.prefill, &mut recorder, &mut |position, _, _| {
             positions.push(position);
             progress();
         })?;

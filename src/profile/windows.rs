@@ -64,13 +64,14 @@ impl Windowing {
 }
 
 /// Runs one window through a fresh session: its prefill, then one decode step per following
-/// token. `on_decode(position, counts)` follows each decode step with that step's block counts.
+/// token. `on_decode(position, counts, past_warmup)` follows each decode step with that step's
+/// block counts and whether the policy was past its warm-up.
 pub fn feed_window(
     model: &Llama,
     window: &[u32],
     prefill: usize,
     policy: &mut dyn SkipPolicy,
-    on_decode: &mut dyn FnMut(usize, &BlockCounts),
+    on_decode: &mut dyn FnMut(usize, &BlockCounts, bool),
 ) -> Result<()> {
     let n_layers = model.config.n_layers;
     let mut session = Session::new(model, Some(window.len()))?;
@@ -79,7 +80,7 @@ pub fn feed_window(
     for (i, &token) in window[prefill..].iter().enumerate() {
         let mut counts = BlockCounts::new(n_layers);
         session.decode(token, policy, &mut counts, &mut logits)?;
-        on_decode(prefill + i, &counts);
+        on_decode(prefill + i, &counts, policy.past_warmup());
     }
     Ok(())
 }

@@ -1,4 +1,4 @@
-use crate::skip::{LayerPlan, Phase, SkipPolicy};
+use crate::skip::{LayerPlan, Phase, PolicyKind, SkipPolicy};
 
 /// Runs every block of every layer: the reference the other policies are measured against.
 #[derive(Debug, Default, Clone)]
@@ -6,7 +6,7 @@ pub struct Dense;
 
 impl SkipPolicy for Dense {
     fn name(&self) -> &str {
-        "dense"
+        PolicyKind::Dense.name()
     }
 
     fn begin_step(&mut self, _phase: Phase) {}

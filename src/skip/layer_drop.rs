@@ -3,7 +3,7 @@
 //! (lowest `1 − cos(x, h_out)`). Nothing runs and no K/V is written for them.
 
 use crate::skip::static_layers::most_saturated;
-use crate::skip::{LayerPlan, Phase, SkipPolicy};
+use crate::skip::{LayerPlan, Phase, PolicyKind, SkipPolicy};
 
 #[derive(Debug, Clone)]
 pub struct LayerDrop {
@@ -33,7 +33,7 @@ impl LayerDrop {
 
 impl SkipPolicy for LayerDrop {
     fn name(&self) -> &str {
-        "layer-drop"
+        PolicyKind::LayerDrop.name()
     }
 
     fn begin_step(&mut self, _phase: Phase) {}

@@ -3,9 +3,10 @@
 
 mod dense;
 mod early_exit;
-mod ffnskip;
+mod saturation_run;
 mod layer_drop;
-mod no_adaptive;
+mod fixed_start;
+mod kind;
 mod random;
 mod schedule;
 mod spec;
@@ -14,10 +15,11 @@ mod static_layers;
 mod testing;
 
 pub use dense::Dense;
-pub use ffnskip::{FfnSkip, Signal};
+pub use saturation_run::{SaturationRun, Signal};
 pub use layer_drop::LayerDrop;
-pub use no_adaptive::NoAdaptive;
-pub use random::RandomRun;
+pub use fixed_start::FixedStartRun;
+pub use kind::PolicyKind;
+pub use random::{Placement, RandomRun};
 pub use schedule::{default_cold, Schedule, ScheduleConfig, Warmup, DEFAULT_TAU, DEFAULT_WARMUP};
 pub use spec::{Calibration, PolicySpec};
 pub use static_layers::StaticLayers;
@@ -75,4 +77,11 @@ pub trait SkipPolicy {
 
     /// The saturation of `layer`, reported when `wants_saturation` said yes.
     fn observe(&mut self, _layer: usize, _saturation: Saturation) {}
+
+    /// Whether the decode step begun last is past the policy's warm-up (a prefill starts a new
+    /// one). The statistics split their counts on it, so they and the policy agree on which
+    /// steps were warm-up.
+    fn past_warmup(&self) -> bool {
+        true
+    }
 }

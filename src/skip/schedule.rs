@@ -76,34 +76,47 @@ impl ScheduleConfig {
     }
 }
 
-/// Counts decode steps and says which of them are past warm-up. Prefill never counts.
+/// Counts the decode steps of the current prompt and says which of them are past warm-up. A
+/// prefill starts a new prompt (or chat turn), and with it a new warm-up: the attention sinks
+/// of the new text get exact K/V too.
 #[derive(Debug, Clone)]
 pub struct Warmup {
     len: usize,
     decode_steps: usize,
+    /// Whether the step begun last is a decode step past the warm-up.
+    past: bool,
 }
 
 impl Warmup {
     pub fn new(len: usize) -> Self {
-        Self { len, decode_steps: 0 }
+        Self { len, decode_steps: 0, past: false }
     }
 
-    /// Starts a step; returns the index of this step among the post-warm-up decode steps, or
-    /// `None` for prefill and warm-up steps.
+    /// Starts a step; returns the index of this step among the prompt's post-warm-up decode
+    /// steps, or `None` for prefill and warm-up steps.
     pub fn begin_step(&mut self, phase: Phase) -> Option<usize> {
         if phase == Phase::Prefill {
+            self.decode_steps = 0;
+            self.past = false;
             return None;
         }
         self.decode_steps += 1;
-        self.decode_steps.checked_sub(self.len + 1)
+        let index = self.decode_steps.checked_sub(self.len + 1);
+        self.past = index.is_some();
+        index
     }
 
+    /// Decode steps since the last prefill.
     pub fn decode_steps(&self) -> usize {
         self.decode_steps
     }
 
     pub fn post_warmup_steps(&self) -> usize {
         self.decode_steps.saturating_sub(self.len)
+    }
+
+    pub fn past_warmup(&self) -> bool {
+        self.past
     }
 }
 
@@ -147,6 +160,10 @@ impl Schedule {
         self.warmup.post_warmup_steps()
     }
 
+    pub fn past_warmup(&self) -> bool {
+        self.warmup.past_warmup()
+    }
+
     /// Blocks the current token may still skip.
     pub fn budget(&self) -> usize {
         self.budget
@@ -170,16 +187,25 @@ impl Schedule {
         }
     }
 
-    /// Whether a test after `layer` could start a run at `layer + 1`: the token has budget, the
-    /// layer is in the window with a window layer after it, no run covers it, and this is the
-    /// token's first run unless `recheck`.
+    /// Whether a test after `layer` could start a run at `layer + 1`: the token has budget,
+    /// `layer + 1` is a window layer (so the last cold layer's test may start a run at the first
+    /// window layer, where the baselines' runs may start too), no run covers `layer`, and this is
+    /// the token's first run unless `recheck`.
     pub fn may_start_run_after(&self, layer: usize, recheck: bool) -> bool {
-        let window = self.window();
         self.budget > 0
-            && window.contains(&layer)
-            && layer + 1 < window.end
+            && self.window().contains(&(layer + 1))
             && layer >= self.run.end
             && (recheck || self.runs == 0)
+    }
+
+    /// Places a run of the whole remaining budget at `start`, wherever that lies (the caller
+    /// keeps it within the layers), and spends it.
+    pub fn place_run(&mut self, start: usize) -> Range<usize> {
+        debug_assert!(start + self.budget <= self.config.n_layers);
+        self.run = start..start + self.budget;
+        self.budget = 0;
+        self.runs += 1;
+        self.run.clone()
     }
 
     /// Starts a run at `start` of the remaining budget (at most `max_len` blocks), cut at the
@@ -251,14 +277,22 @@ mod tests {
     }
 
     #[test]
-    fn counts_decode_and_post_warmup_steps() {
+    fn counts_decode_and_post_warmup_steps_and_a_prefill_starts_a_new_warmup() {
         let mut s = Schedule::new(ScheduleConfig::new(30, 0.25));
         s.begin_step(Phase::Prefill);
-        for _ in 0..20 {
-            s.begin_step(Phase::Decode);
-        }
-        s.begin_step(Phase::Prefill);
+        let past: Vec<bool> = (0..20)
+            .map(|_| {
+                s.begin_step(Phase::Decode);
+                s.past_warmup()
+            })
+            .collect();
+        assert_eq!(past, [vec![false; 16], vec![true; 4]].concat());
         assert_eq!((s.decode_steps(), s.post_warmup_steps()), (20, 4));
+        // The next chat turn: its prefill restarts the warm-up, so its first steps are dense.
+        s.begin_step(Phase::Prefill);
+        assert!(!s.past_warmup());
+        s.begin_step(Phase::Decode);
+        assert_eq!((s.decode_steps(), s.budget(), s.past_warmup()), (1, 0, false));
     }
 
     #[test]
@@ -267,7 +301,7 @@ mod tests {
         config.warmup = 0;
         let mut s = Schedule::new(config);
         s.begin_step(Phase::Decode);
-        assert!(s.may_start_run_after(5, false) && !s.may_start_run_after(4, false), "cold start");
+        assert!(s.may_start_run_after(4, false) && !s.may_start_run_after(3, false), "cold start");
         assert!(!s.may_start_run_after(24, true), "no window layer after 24");
         assert_eq!(s.start_run(8, 3), 8..11);
         assert_eq!(s.budget(), 6);

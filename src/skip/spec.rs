@@ -13,7 +13,7 @@
 //! | `threshold` | `ffnskip` | norm-ratio threshold |
 //! | `recheck` | `ffnskip`, `layer-early-exit` | test again after a run ends [false] |
 //! | `max_run` | `ffnskip`, `layer-early-exit` | blocks per run [the whole budget] |
-//! | `seed` | `random` | RNG seed [0] |
+//! | `seed` | `random`, `no-adaptive` | RNG seed [0] |
 //!
 //! For `static` and `layer-drop` the ratio means `round(r L)` FFNs (layers) skipped for good.
 
@@ -25,28 +25,19 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::skip::schedule::{default_cold, ScheduleConfig, DEFAULT_TAU, DEFAULT_WARMUP};
+use crate::skip::random::Placement;
 use crate::skip::{
-    Dense, FfnSkip, LayerDrop, NoAdaptive, RandomRun, Signal, SkipPolicy, StaticLayers,
+    Dense, FixedStartRun, LayerDrop, PolicyKind, RandomRun, SaturationRun, Signal, SkipPolicy, StaticLayers,
 };
 
 /// Option keys of every policy but `dense` (`layer-drop` has no warm-up).
 const SCHEDULE_KEYS: &[&str] = &["cold_start", "cold_end", "warmup"];
 
-/// The policies and the option keys each takes beyond [`SCHEDULE_KEYS`].
-const POLICIES: &[(&str, &[&str])] = &[
-    ("dense", &[]),
-    ("ffnskip", &["tau", "recheck", "max_run", "signal", "threshold"]),
-    ("random", &["seed"]),
-    ("no-adaptive", &[]),
-    ("static", &[]),
-    ("layer-early-exit", &["tau", "recheck", "max_run"]),
-    ("layer-drop", &[]),
-];
-
 /// A parsed policy spec; [`fmt::Display`] gives back its canonical string.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PolicySpec {
-    pub name: String,
+    #[serde(rename = "name")]
+    pub kind: PolicyKind,
     /// The target skip ratio `r` (0 for `dense`).
     pub ratio: f64,
     /// Option values in canonical spelling, by key.
@@ -85,35 +76,24 @@ fn canonical(key: &str, value: &str) -> std::result::Result<String, &'static str
     }
 }
 
-/// The option keys of policy `name` beyond [`SCHEDULE_KEYS`], or an error naming the known policies.
-fn policy_keys(name: &str) -> Result<&'static [&'static str]> {
-    match POLICIES.iter().find(|(known, _)| *known == name) {
-        Some(&(_, keys)) => Ok(keys),
-        None => {
-            let names: Vec<_> = POLICIES.iter().map(|(name, _)| *name).collect();
-            Err(invalid(format!("unknown policy '{name}' (known: {})", names.join(", "))))
-        }
-    }
-}
-
 impl PolicySpec {
     /// Checks what [`FromStr`] checks, for specs built or deserialised directly.
     pub fn validate(&self) -> Result<()> {
-        let keys = policy_keys(&self.name)?;
-        if self.name == "dense" {
+        let kind = self.kind;
+        if kind == PolicyKind::Dense {
             if self.ratio != 0.0 || !self.options.is_empty() {
                 return Err(invalid("dense takes no ratio and no options"));
             }
             return Ok(());
         }
         if !(0.0..1.0).contains(&self.ratio) {
-            return Err(invalid(format!("{}: the ratio must be in [0, 1), got {}", self.name, self.ratio)));
+            return Err(invalid(format!("{kind}: the ratio must be in [0, 1), got {}", self.ratio)));
         }
         for (key, value) in &self.options {
-            let known = keys.contains(&key.as_str())
-                || (SCHEDULE_KEYS.contains(&key.as_str()) && !(self.name == "layer-drop" && key == "warmup"));
+            let known = kind.own_keys().contains(&key.as_str())
+                || (SCHEDULE_KEYS.contains(&key.as_str()) && (key != "warmup" || kind.has_warmup()));
             if !known {
-                return Err(invalid(format!("{} has no option '{key}'", self.name)));
+                return Err(invalid(format!("{kind} has no option '{key}'")));
             }
             match canonical(key, value) {
                 Ok(c) if c == *value => {}
@@ -121,7 +101,7 @@ impl PolicySpec {
                 Err(expected) => return Err(invalid(format!("option {key}={value}: expected {expected}"))),
             }
         }
-        if self.name == "ffnskip" {
+        if kind == PolicyKind::FfnSkip {
             self.signal()?;
         }
         Ok(())
@@ -131,9 +111,6 @@ impl PolicySpec {
     /// layers from `calibration` and fail without it.
     pub fn build(&self, n_layers: usize, calibration: Option<&Calibration>) -> Result<Box<dyn SkipPolicy>> {
         self.validate()?;
-        if self.name == "dense" {
-            return Ok(Box::new(Dense));
-        }
         let cold = default_cold(n_layers);
         let config = ScheduleConfig {
             n_layers,
@@ -142,7 +119,7 @@ impl PolicySpec {
             warmup: self.get("warmup").unwrap_or(DEFAULT_WARMUP),
             target_ratio: self.ratio,
         };
-        if config.window().is_empty() {
+        if self.kind != PolicyKind::Dense && config.window().is_empty() {
             return Err(invalid(format!(
                 "{self}: cold regions of {} + {} layers leave no skippable layer of {n_layers}",
                 config.cold_start, config.cold_end
@@ -152,13 +129,16 @@ impl PolicySpec {
         let recheck = self.get("recheck").unwrap_or(false);
         let max_run = self.get("max_run").unwrap_or(usize::MAX);
         let (cold_start, cold_end) = (config.cold_start, config.cold_end);
-        Ok(match self.name.as_str() {
-            "ffnskip" => {
-                Box::new(FfnSkip::new(config, self.signal()?).with_recheck(recheck).with_max_run(max_run))
+        let seed = self.get("seed").unwrap_or(0);
+        Ok(match self.kind {
+            PolicyKind::Dense => Box::new(Dense),
+            PolicyKind::FfnSkip => {
+                Box::new(SaturationRun::new(config, self.signal()?).with_recheck(recheck).with_max_run(max_run))
             }
-            "random" => Box::new(RandomRun::new(config, self.get("seed").unwrap_or(0))),
-            "no-adaptive" => Box::new(NoAdaptive::new(config)),
-            "static" => {
+            PolicyKind::Random => Box::new(RandomRun::new(config, Placement::AnyLayer, seed)),
+            PolicyKind::NoAdaptive => Box::new(RandomRun::new(config, Placement::InsideWindow, seed)),
+            PolicyKind::FixedStart => Box::new(FixedStartRun::new(config)),
+            PolicyKind::Static => {
                 let cosine = &self.calibration(calibration, n_layers)?.mean_ffn_cosine;
                 let n = self.fixed_count(&config)?;
                 Box::new(StaticLayers::new(
@@ -166,27 +146,28 @@ impl PolicySpec {
                     config.warmup,
                 ))
             }
-            "layer-early-exit" => {
-                Box::new(FfnSkip::layer_early_exit(config, tau).with_recheck(recheck).with_max_run(max_run))
+            PolicyKind::LayerEarlyExit => {
+                Box::new(SaturationRun::layer_early_exit(config, tau).with_recheck(recheck).with_max_run(max_run))
             }
-            "layer-drop" => {
+            PolicyKind::LayerDrop => {
                 let cosine = &self.calibration(calibration, n_layers)?.mean_layer_cosine;
                 let n = self.fixed_count(&config)?;
                 Box::new(LayerDrop::new(LayerDrop::choose(cosine, cold_start, cold_end, n)))
             }
-            other => unreachable!("validate accepted unknown policy {other}"),
         })
     }
 
-    /// A validated option's value.
-    /// Decode steps the policy runs dense before it may skip (0 for policies without warm-up).
+    /// Decode steps the policy runs dense at the start of each prompt before it may skip (0 for
+    /// policies without warm-up).
     pub fn warmup_steps(&self) -> usize {
-        match self.name.as_str() {
-            "dense" | "layer-drop" => 0,
-            _ => self.get("warmup").unwrap_or(DEFAULT_WARMUP),
+        if self.kind.has_warmup() {
+            self.get("warmup").unwrap_or(DEFAULT_WARMUP)
+        } else {
+            0
         }
     }
 
+    /// A validated option's value.
     fn get<T: FromStr>(&self, key: &str) -> Option<T> {
         self.options.get(key).and_then(|v| v.parse().ok())
     }
@@ -246,13 +227,13 @@ impl FromStr for PolicySpec {
             }
             None => (head, None),
         };
-        policy_keys(name)?;
+        let kind: PolicyKind = name.parse()?;
         let ratio = match ratio {
             Some(r) => r,
-            None if name == "dense" => 0.0,
+            None if kind == PolicyKind::Dense => 0.0,
             None => return Err(invalid(format!("{s}: a ratio is needed, e.g. {name}@0.25"))),
         };
-        if name == "dense" && head.contains('@') {
+        if kind == PolicyKind::Dense && head.contains('@') {
             return Err(invalid("dense takes no ratio"));
         }
         let mut options = BTreeMap::new();
@@ -265,7 +246,7 @@ impl FromStr for PolicySpec {
                 return Err(invalid(format!("{s}: option '{key}' given twice")));
             }
         }
-        let spec = Self { name: name.to_string(), ratio, options };
+        let spec = Self { kind, ratio, options };
         spec.validate()?;
         Ok(spec)
     }
@@ -273,8 +254,8 @@ impl FromStr for PolicySpec {
 
 impl fmt::Display for PolicySpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.name)?;
-        if self.name != "dense" {
+        write!(f, "{}", self.kind)?;
+        if self.kind != PolicyKind::Dense {
             write!(f, "@{}", self.ratio)?;
         }
         for (key, value) in &self.options {
@@ -318,6 +299,8 @@ mod tests {
             "ffnskip@0.3:signal=norm-ratio:threshold=0.1",
             "random@0.25:seed=3",
             "no-adaptive@0.25",
+            "no-adaptive@0.25:seed=2",
+            "fixed-start@0.25",
             "static@0.25",
             "layer-early-exit@0.15:max_run=4:recheck=true",
             "layer-drop@0.15:cold_end=2",
@@ -328,7 +311,7 @@ mod tests {
             assert_eq!(serde_json::from_str::<PolicySpec>(&json).unwrap(), spec);
         }
         let spec = parse("ffnskip@0.250:warmup=08:tau=0.970:signal=cosine").unwrap();
-        assert_eq!((spec.name.as_str(), spec.ratio), ("ffnskip", 0.25));
+        assert_eq!((spec.kind, spec.ratio), (PolicyKind::FfnSkip, 0.25));
         assert_eq!(spec.options["tau"], "0.97");
         assert_eq!(spec.to_string(), "ffnskip@0.25:signal=cosine:tau=0.97:warmup=8");
     }
@@ -373,6 +356,7 @@ mod tests {
             ("ffnskip@0.25", "ffnskip"),
             ("random@0.25", "random"),
             ("no-adaptive@0.25", "no-adaptive"),
+            ("fixed-start@0.25", "fixed-start"),
             ("static@0.25", "static"),
             ("layer-early-exit@0.15", "layer-early-exit"),
             ("layer-drop@0.15", "layer-drop"),
@@ -388,7 +372,7 @@ mod tests {
             parse("ffnskip@0.25:cold_start=2:cold_end=3:warmup=1:tau=0.97").unwrap().build(30, None).unwrap();
         let traces = decode(p.as_mut(), 2, 30, |l| sat(if l == 2 { 0.98 } else { 0.96 }));
         assert!(traces[0].skipped().is_empty(), "warmup=1");
-        assert_eq!(traces[1].measured, vec![2], "cold_start=2, tau=0.97");
+        assert_eq!(traces[1].measured, vec![1, 2], "cold_start=2, tau=0.97");
         assert_eq!(traces[1].skipped(), (3..12).collect::<Vec<_>>());
         let mut p = parse("ffnskip@0.25:cold_end=3:warmup=0").unwrap().build(30, None).unwrap();
         let t = &decode(p.as_mut(), 1, 30, |l| sat(if l == 20 { 0.99 } else { 0.5 }))[0];

@@ -3,19 +3,18 @@
 //! cycle; prefill and warm-up run dense like the other FFN-skipping policies.
 
 use crate::skip::schedule::Warmup;
-use crate::skip::{LayerPlan, Phase, SkipPolicy};
+use crate::skip::{LayerPlan, Phase, PolicyKind, SkipPolicy};
 
 #[derive(Debug, Clone)]
 pub struct StaticLayers {
     layers: Vec<usize>,
     warmup: Warmup,
-    skipping: bool,
 }
 
 impl StaticLayers {
     /// Skips the FFNs of `layers` after `warmup` dense decode steps.
     pub fn new(layers: Vec<usize>, warmup: usize) -> Self {
-        Self { layers, warmup: Warmup::new(warmup), skipping: false }
+        Self { layers, warmup: Warmup::new(warmup) }
     }
 
     /// The `n_skip` window layers with the highest mean `cos(h_mid, h_out)` over a calibration
@@ -47,15 +46,19 @@ pub(crate) fn most_saturated(score: &[f32], cold_start: usize, cold_end: usize, 
 
 impl SkipPolicy for StaticLayers {
     fn name(&self) -> &str {
-        "static"
+        PolicyKind::Static.name()
     }
 
     fn begin_step(&mut self, phase: Phase) {
-        self.skipping = self.warmup.begin_step(phase).is_some();
+        self.warmup.begin_step(phase);
+    }
+
+    fn past_warmup(&self) -> bool {
+        self.warmup.past_warmup()
     }
 
     fn plan(&mut self, layer: usize) -> LayerPlan {
-        if self.skipping && self.layers.contains(&layer) {
+        if self.warmup.past_warmup() && self.layers.contains(&layer) {
             LayerPlan::SkipFfn
         } else {
             LayerPlan::Full

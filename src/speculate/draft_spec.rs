@@ -6,7 +6,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::error::{Error, Result};
-use crate::skip::PolicySpec;
+use crate::skip::{PolicyKind, PolicySpec};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum DraftSpec {
@@ -37,12 +37,12 @@ impl DraftSpec {
 /// since a warm-up would only make the first drafts as dear as the steps they replace.
 fn draft_policy(text: &str) -> Result<PolicySpec> {
     let mut spec: PolicySpec = text.parse()?;
-    if spec.name == "dense" {
+    if spec.kind == PolicyKind::Dense {
         return Err(Error::InvalidArgument(
             "a dense draft costs as much as the step it replaces; draft with a skip policy or ngram".into(),
         ));
     }
-    if spec.name != "layer-drop" {
+    if spec.kind.has_warmup() {
         spec.options.entry("warmup".into()).or_insert_with(|| "0".into());
     }
     spec.validate()?;

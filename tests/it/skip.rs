@@ -13,7 +13,7 @@ fn run(spec: &str, max_tokens: usize, calibration: Option<&Calibration>) -> (Gen
     let mut decoder = Decoder::Stepwise(spec.build(engine.model.config.n_layers, calibration).unwrap());
     let prompt = engine.tokenizer.encode(PROMPT).unwrap();
     let mut session = Session::new(&engine.model, Some(1024)).unwrap();
-    let opts = GenerateOptions { max_tokens, warmup_steps: spec.warmup_steps(), ..Default::default() };
+    let opts = GenerateOptions { max_tokens, ..Default::default() };
     let gen = generate(&mut session, &engine.tokenizer, &prompt, &opts, &mut decoder, &mut |_| {}).unwrap();
     let stats = SkipStats::of(&gen, &engine.model);
     (gen, stats)
@@ -35,7 +35,7 @@ fn ffnskip_realises_its_target_ratio_after_warmup() {
 #[test]
 fn attention_runs_in_every_layer_for_every_token_under_ffn_policies() {
     let calibration = Calibration { mean_ffn_cosine: (0..30).map(|l| l as f32 / 30.0).collect(), mean_layer_cosine: vec![0.9; 30] };
-    for spec in ["dense", "ffnskip@0.3:warmup=4", "random@0.3:warmup=4:seed=2", "no-adaptive@0.3:warmup=4", "static@0.2:warmup=4"] {
+    for spec in ["dense", "ffnskip@0.3:warmup=4", "random@0.3:warmup=4:seed=2", "no-adaptive@0.3:warmup=4", "fixed-start@0.3:warmup=4", "static@0.2:warmup=4"] {
         let (gen, stats) = run(spec, 40, Some(&calibration));
         let steps = gen.decode_steps as u64;
         assert!(steps > 10, "{spec}: {steps} steps");
@@ -71,5 +71,28 @@ fn policies_at_ratio_zero_are_token_identical_to_dense() {
         let (gen, stats) = run(spec, 48, None);
         assert_eq!(gen.tokens, dense.tokens, "{spec}");
         assert_eq!(stats.ffn_skip_ratio, 0.0, "{spec}");
+    }
+}
+
+/// Each chat turn starts with a prefill, and with it a new warm-up: the policy runs its first
+/// decode steps of every turn dense, and the statistics count exactly those steps as warm-up.
+#[test]
+fn every_turn_starts_a_new_warmup() {
+    let engine = default_engine();
+    let spec: PolicySpec = "ffnskip@0.25:warmup=8".parse().unwrap();
+    let mut decoder = Decoder::Stepwise(spec.build(engine.model.config.n_layers, None).unwrap());
+    let mut session = Session::new(&engine.model, Some(1024)).unwrap();
+    let opts = GenerateOptions { max_tokens: 40, ..Default::default() };
+    let mut history = engine.tokenizer.encode(PROMPT).unwrap();
+    for turn in 0..2 {
+        let gen = generate(&mut session, &engine.tokenizer, &history, &opts, &mut decoder, &mut |_| {}).unwrap();
+        assert!(gen.decode_steps > 20, "turn {turn}: {} steps", gen.decode_steps);
+        assert_eq!(gen.post_warmup_steps, gen.decode_steps - 8, "turn {turn}");
+        let skipped = |c: &ffnskip::model::BlockCounts, steps: usize| steps as u64 * 30 - c.ffn.iter().sum::<u64>();
+        let warmup_skipped = skipped(&gen.decode_counts, gen.decode_steps) - skipped(&gen.post_warmup_counts, gen.post_warmup_steps);
+        assert_eq!(warmup_skipped, 0, "turn {turn}: the warm-up steps skipped FFNs");
+        assert!(skipped(&gen.post_warmup_counts, gen.post_warmup_steps) > 0, "turn {turn}: nothing skipped after the warm-up");
+        history.extend_from_slice(&gen.tokens);
+        history.extend(engine.tokenizer.encode("<|im_end|>\n<|im_start|>user\nAnd then?<|im_end|>\n<|im_start|>assistant\n").unwrap());
     }
 }

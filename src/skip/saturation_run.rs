@@ -7,7 +7,7 @@
 //! token that never crosses `τ` runs dense. `k` comes from the [`Schedule`].
 
 use crate::skip::schedule::{Schedule, ScheduleConfig};
-use crate::skip::{LayerPlan, Phase, Saturation, SkipPolicy};
+use crate::skip::{LayerPlan, Phase, PolicyKind, Saturation, SkipPolicy};
 
 /// The saturation test run after a window layer's FFN.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -34,8 +34,8 @@ impl Signal {
 /// A run of skipped blocks placed by a saturation test: the paper's method, and (with a
 /// whole-layer test and whole-layer runs) its early-exit baseline.
 #[derive(Debug, Clone)]
-pub struct FfnSkip {
-    name: &'static str,
+pub struct SaturationRun {
+    kind: PolicyKind,
     schedule: Schedule,
     signal: Signal,
     /// What a layer inside a run does.
@@ -44,14 +44,14 @@ pub struct FfnSkip {
     max_run: usize,
 }
 
-impl FfnSkip {
+impl SaturationRun {
     /// The paper's method: one run per token of the token's whole budget.
     pub fn new(config: ScheduleConfig, signal: Signal) -> Self {
-        Self::with_plan("ffnskip", config, signal, LayerPlan::SkipFfn)
+        Self::with_plan(PolicyKind::FfnSkip, config, signal, LayerPlan::SkipFfn)
     }
 
-    pub(crate) fn with_plan(name: &'static str, config: ScheduleConfig, signal: Signal, skip: LayerPlan) -> Self {
-        Self { name, schedule: Schedule::new(config), signal, skip, recheck: false, max_run: usize::MAX }
+    pub(crate) fn with_plan(kind: PolicyKind, config: ScheduleConfig, signal: Signal, skip: LayerPlan) -> Self {
+        Self { kind, schedule: Schedule::new(config), signal, skip, recheck: false, max_run: usize::MAX }
     }
 
     /// Tests the signal again after a run ends; further runs spend the token's remaining budget.
@@ -72,9 +72,13 @@ impl FfnSkip {
     }
 }
 
-impl SkipPolicy for FfnSkip {
+impl SkipPolicy for SaturationRun {
     fn name(&self) -> &str {
-        self.name
+        self.kind.name()
+    }
+
+    fn past_warmup(&self) -> bool {
+        self.schedule.past_warmup()
     }
 
     fn begin_step(&mut self, phase: Phase) {
@@ -103,10 +107,10 @@ mod tests {
 
     const L: usize = 30;
 
-    fn policy(ratio: f64, warmup: usize) -> FfnSkip {
+    fn policy(ratio: f64, warmup: usize) -> SaturationRun {
         let mut config = ScheduleConfig::new(L, ratio);
         config.warmup = warmup;
-        FfnSkip::new(config, Signal::Cosine { tau: 0.95 })
+        SaturationRun::new(config, Signal::Cosine { tau: 0.95 })
     }
 
     #[test]
@@ -115,8 +119,9 @@ mod tests {
         let t = step(&mut p, Phase::Decode, L, |l| sat(if l == 3 || l >= 9 { 0.99 } else { 0.5 }));
         assert_eq!(t.skipped(), (10..19).collect::<Vec<_>>());
         assert!(t.plans[10..19].iter().all(|&p| p == LayerPlan::SkipFfn));
-        // Measured from the window start until the crossing; nothing inside or after the run.
-        assert_eq!(t.measured, (5..=9).collect::<Vec<_>>());
+        // Measured from the last cold layer (whose test may start a run at the first window
+        // layer) until the crossing; nothing inside or after the run.
+        assert_eq!(t.measured, (4..=9).collect::<Vec<_>>());
     }
 
     #[test]
@@ -130,11 +135,14 @@ mod tests {
     }
 
     #[test]
-    fn cold_start_layers_do_not_trigger() {
+    fn only_the_last_cold_layer_may_start_a_run_at_the_window_start() {
         let mut p = policy(0.25, 0);
-        let t = step(&mut p, Phase::Decode, L, |l| sat(if l < 5 { 0.99 } else { 0.5 }));
+        let t = step(&mut p, Phase::Decode, L, |l| sat(if l < 4 { 0.99 } else { 0.5 }));
         assert!(t.skipped().is_empty());
-        assert!(t.measured.iter().all(|&l| (5..24).contains(&l)));
+        assert!(t.measured.iter().all(|&l| (4..24).contains(&l)));
+        // The run starts where the baselines' fixed run starts: the first window layer.
+        let t = step(&mut p, Phase::Decode, L, |l| sat(if l == 4 { 0.99 } else { 0.5 }));
+        assert_eq!(t.skipped(), (5..14).collect::<Vec<_>>());
     }
 
     #[test]
@@ -148,7 +156,7 @@ mod tests {
             assert_eq!(t.skipped().is_empty(), dense, "token {i}");
             assert_eq!(t.measured.is_empty(), dense, "token {i}");
         }
-        assert_eq!(traces[3].skipped(), (6..15).collect::<Vec<_>>());
+        assert_eq!(traces[3].skipped(), (5..14).collect::<Vec<_>>());
     }
 
     #[test]
@@ -167,11 +175,11 @@ mod tests {
         // Saturated everywhere: runs of at most 3, then the signal is tested again.
         let mut once = policy(0.25, 0).with_max_run(3);
         let t = step(&mut once, Phase::Decode, L, |_| sat(0.99));
-        assert_eq!(t.skipped(), vec![6, 7, 8]);
+        assert_eq!(t.skipped(), vec![5, 6, 7]);
         let mut again = policy(0.25, 0).with_max_run(3).with_recheck(true);
         let t = step(&mut again, Phase::Decode, L, |_| sat(0.99));
-        assert_eq!(t.skipped(), vec![6, 7, 8, 10, 11, 12, 14, 15, 16]);
-        assert_eq!(t.measured, vec![5, 9, 13]);
+        assert_eq!(t.skipped(), vec![5, 6, 7, 9, 10, 11, 13, 14, 15]);
+        assert_eq!(t.measured, vec![4, 8, 12]);
         assert_eq!(again.schedule().runs(), 3);
     }
 
@@ -179,7 +187,7 @@ mod tests {
     fn norm_ratio_signal_crosses_below_the_threshold() {
         let mut config = ScheduleConfig::new(L, 0.1); // k = 3, 4, ...
         config.warmup = 0;
-        let mut p = FfnSkip::new(config, Signal::NormRatio { threshold: 0.1 });
+        let mut p = SaturationRun::new(config, Signal::NormRatio { threshold: 0.1 });
         let t = step(&mut p, Phase::Decode, L, |l| sat(if l == 12 { 0.95 } else { 0.5 }));
         assert_eq!(t.skipped(), vec![13, 14, 15]);
     }
