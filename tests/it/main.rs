@@ -9,6 +9,7 @@ mod generate_cli;
 mod profile;
 mod reference;
 mod skip;
+mod skip_seam;
 mod speculate;
 mod tiny_model;
 mod tokenizer;

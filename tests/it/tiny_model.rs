@@ -24,11 +24,20 @@ pub struct TinyModel {
     pub qkv_bias: bool,
     /// Give `blk.0.ffn_up.weight` 32 rows too many.
     pub wrong_ffn_shape: bool,
+    /// Zero `blk.N.ffn_down.weight` of this layer, so its FFN adds exactly nothing.
+    pub zero_ffn_down: Option<usize>,
 }
 
 impl Default for TinyModel {
     fn default() -> Self {
-        Self { architecture: "llama", dtype: GgmlDType::F32, seed: 1, qkv_bias: false, wrong_ffn_shape: false }
+        Self {
+            architecture: "llama",
+            dtype: GgmlDType::F32,
+            seed: 1,
+            qkv_bias: false,
+            wrong_ffn_shape: false,
+            zero_ffn_down: None,
+        }
     }
 }
 
@@ -84,7 +93,15 @@ impl TinyModel {
                 tensors.push((bias("attn_k"), vector(kv_heads * hd, &mut rand)));
                 tensors.push((bias("attn_v"), vector(kv_heads * hd, &mut rand)));
             }
-            tensors.push((p("ffn_down"), rand(&[DIM, FFN_DIM], 0.2)));
+            // Drawn even when zeroed, so every other weight stays the same as without the zeroing.
+            let down = rand(&[DIM, FFN_DIM], 0.2);
+            let down = if self.zero_ffn_down == Some(l) {
+                let zeros = Tensor::zeros((DIM, FFN_DIM), candle_core::DType::F32, &dev).unwrap();
+                QTensor::quantize(&zeros, self.dtype).unwrap()
+            } else {
+                down
+            };
+            tensors.push((p("ffn_down"), down));
         }
         let arch = self.architecture;
         let strings = |v: &[String]| Value::Array(v.iter().map(|s| Value::String(s.clone())).collect());
