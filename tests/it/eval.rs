@@ -111,10 +111,10 @@ fn perplexity_smoke_matches_a_perplexity_computed_here() {
     let (mut counts, mut logits) = (BlockCounts::new(engine.model.config.n_layers), Vec::new());
     session.prefill(&window[..32], &mut Dense, &mut counts, &mut logits).unwrap();
     let mut nll = 0.0;
-    for i in 32..96 {
-        nll -= log_softmax(&logits)[window[i] as usize];
-        if i + 1 < 96 {
-            session.decode(window[i], &mut Dense, &mut counts, &mut logits).unwrap();
+    for (i, &token) in window.iter().enumerate().skip(32) {
+        nll -= log_softmax(&logits)[token as usize];
+        if i + 1 < window.len() {
+            session.decode(token, &mut Dense, &mut counts, &mut logits).unwrap();
         }
     }
     let ppl = (nll / 64.0).exp();
