@@ -1,10 +1,12 @@
 //! `ffnskip eval factoid|perplexity|chat`: a task over data for a list of policies.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use ffnskip::eval::chat::ChatOptions;
+use ffnskip::eval::code::CodeOptions;
 use ffnskip::eval::factoid::FactoidOptions;
 use ffnskip::eval::perplexity::PerplexityOptions;
 use ffnskip::eval::{self, EvalConfig};
@@ -53,6 +55,19 @@ pub enum Task {
         #[arg(long, default_value_t = 256)]
         max_tokens: usize,
     },
+    /// HumanEval: complete each function from its raw head, run its tests in a separate
+    /// time-limited Python process; pass@1 and retention of dense-passing problems.
+    Code {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[arg(long, default_value_t = 82)]
+        limit: usize,
+        #[arg(long, default_value_t = 384)]
+        max_tokens: usize,
+        /// Seconds one problem's tests may run.
+        #[arg(long, default_value_t = 10.0)]
+        timeout: f64,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -81,9 +96,10 @@ pub struct CommonArgs {
 pub fn run(args: EvalArgs) -> Result<()> {
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     let (common, task) = match &args.task {
-        Task::Factoid { common, .. } | Task::Perplexity { common, .. } | Task::Chat { common, .. } => {
-            (common, &args.task)
-        }
+        Task::Factoid { common, .. }
+        | Task::Perplexity { common, .. }
+        | Task::Chat { common, .. }
+        | Task::Code { common, .. } => (common, &args.task),
     };
     let policies = parse_policies(&common.policies, common.speculate.as_deref())?;
     let calibration = common.skip_config.as_deref().map(SkipConfig::load).transpose()?.map(|c| c.calibration);
@@ -106,6 +122,13 @@ pub fn run(args: EvalArgs) -> Result<()> {
         )?,
         Task::Chat { limit, max_tokens, .. } => {
             eval::chat::run(&cfg, &common.data, &ChatOptions { limit: *limit, max_tokens: *max_tokens })?
+        }
+        Task::Code { limit, max_tokens, timeout, .. } => {
+            if !(timeout.is_finite() && *timeout > 0.0) {
+                anyhow::bail!("--timeout must be a positive number of seconds, got {timeout}");
+            }
+            let opts = CodeOptions { limit: *limit, max_tokens: *max_tokens, timeout: Duration::from_secs_f64(*timeout) };
+            eval::code::run(&cfg, &common.data, &opts)?
         }
     };
     for row in rows {

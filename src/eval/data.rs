@@ -63,6 +63,34 @@ pub fn load_text(path: &Path) -> Result<String> {
     read(path)
 }
 
+/// A HumanEval problem: a function's signature and docstring, and the test that checks it.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+pub struct CodeProblem {
+    pub task_id: String,
+    pub prompt: String,
+    pub entry_point: String,
+    /// Python defining `check(candidate)`.
+    pub test: String,
+}
+
+/// HumanEval's JSON lines.
+pub fn load_code_problems(path: &Path) -> Result<Vec<CodeProblem>> {
+    let text = read(path)?;
+    let problems = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, line)| {
+            serde_json::from_str(line)
+                .map_err(|e| Error::InvalidArgument(format!("{} line {}: {e}", path.display(), i + 1)))
+        })
+        .collect::<Result<Vec<CodeProblem>>>()?;
+    if problems.is_empty() {
+        return Err(Error::InvalidArgument(format!("{}: no problems", path.display())));
+    }
+    Ok(problems)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

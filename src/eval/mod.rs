@@ -3,6 +3,8 @@
 
 pub mod bench;
 pub mod chat;
+pub mod code;
+pub mod code_check;
 pub mod data;
 pub mod factoid;
 pub mod metrics;
@@ -54,10 +56,22 @@ impl EvalConfig<'_> {
 
     /// Greedy generation of `max_tokens` for a fresh sequence under `spec`.
     pub fn generate(&self, spec: &DecodeSpec, prompt: &[u32], max_tokens: usize) -> Result<Generation> {
+        self.generate_until(spec, prompt, max_tokens, &[])
+    }
+
+    /// [`EvalConfig::generate`] that also stops at any of `stops` (left out of the text).
+    pub fn generate_until(
+        &self,
+        spec: &DecodeSpec,
+        prompt: &[u32],
+        max_tokens: usize,
+        stops: &[&str],
+    ) -> Result<Generation> {
         let mut decoder = self.build_decoder(spec)?;
         let context = (prompt.len() + max_tokens + 1).min(self.engine.model.config.context_len);
         let mut session = Session::new(&self.engine.model, Some(context))?;
-        let opts = GenerateOptions { max_tokens, ..Default::default() };
+        let stop_strings = stops.iter().map(|s| s.to_string()).collect();
+        let opts = GenerateOptions { max_tokens, stop_strings, ..Default::default() };
         generate(&mut session, &self.engine.tokenizer, prompt, &opts, &mut decoder, &mut |_| {})
     }
 

@@ -57,6 +57,7 @@ fn headline(task: &str) -> &'static str {
         "factoid" => "retention",
         "perplexity" => "ppl",
         "chat" => "rougeL_vs_dense",
+        "code" => "retention",
         _ => "",
     }
 }

@@ -54,6 +54,7 @@ pub fn load_runs(root: &Path) -> Result<Vec<Run>> {
                 Some("factoid") => crate::eval::factoid::summarize(&dir, &policies)?,
                 Some("perplexity") => crate::eval::perplexity::summarize(&dir, &policies)?,
                 Some("chat") => crate::eval::chat::summarize(&dir, &policies)?,
+                Some("code") => crate::eval::code::summarize(&dir, &policies)?,
                 other => return Err(Error::InvalidArgument(format!("{}: unknown task {other:?}", dir.display()))),
             };
             Ok(Run { dir, meta, rows })
@@ -67,6 +68,7 @@ pub fn task_columns(task: &str) -> &'static [(&'static str, &'static str, usize)
         "factoid" => &[("accuracy", "accuracy", 3), ("retention", "retention", 3)],
         "perplexity" => &[("ppl", "PPL", 2), ("kl_vs_dense", "KL vs dense", 4), ("top1_agreement", "top-1 agreement", 3)],
         "chat" => &[("rougeL_vs_dense", "ROUGE-L vs dense", 3), ("identical_to_dense", "identical to dense", 3), ("collapse_rate", "collapse rate", 3)],
+        "code" => &[("pass_at_1", "pass@1", 3), ("retention", "retention", 3)],
         _ => &[],
     }
 }

@@ -4,8 +4,11 @@
 //! itself (perplexity).
 
 use std::path::Path;
+use std::time::Duration;
 
 use ffnskip::eval::chat::ChatOptions;
+use ffnskip::eval::code::CodeOptions;
+use ffnskip::eval::code_check::check;
 use ffnskip::eval::factoid::FactoidOptions;
 use ffnskip::eval::perplexity::PerplexityOptions;
 use ffnskip::eval::metrics::{answer_is_correct, log_softmax, rouge_l_f1};
@@ -153,5 +156,31 @@ fn chat_smoke() {
     for png in ["results-tradeoff.png", "results-speedup.png"] {
         let bytes = std::fs::read(report.parent().unwrap().join(png)).unwrap();
         assert!(bytes.starts_with(b"\x89PNG") && bytes.len() > 10_000, "{png}");
+    }
+}
+
+#[test]
+fn code_smoke_verdicts_come_from_running_the_completions() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = Path::new(DATA).join("humaneval/dev.jsonl");
+    let opts = CodeOptions { limit: 2, max_tokens: 48, timeout: Duration::from_secs(10) };
+    let rows = eval::code::run(&config(dir.path()), &data, &opts).unwrap();
+    assert_eq!(rows.len(), 2);
+    let problems = eval::data::load_code_problems(&data).unwrap();
+    for (row, policy) in rows.iter().zip(["dense", "ffnskip@0.25:warmup=4"]) {
+        assert_eq!(row["policy"], policy);
+        let items = items(dir.path(), policy);
+        assert_eq!(items.len(), 2);
+        let mut passed = 0;
+        for (item, problem) in items.iter().zip(&problems) {
+            assert_eq!(item["task_id"], problem.task_id.as_str());
+            // Run the recorded completion again, here: the same verdict.
+            let verdict = check(problem, item["completion"].as_str().unwrap(), Duration::from_secs(10)).unwrap();
+            assert_eq!(item["passed"].as_bool().unwrap(), verdict.passed, "{item}");
+            passed += usize::from(verdict.passed);
+            // The completion is a function body: no new top-level statement survives.
+            assert!(eval::code::STOPS.iter().all(|s| !item["completion"].as_str().unwrap().contains(s)), "{item}");
+        }
+        assert!(close(row["pass_at_1"].as_f64().unwrap(), passed as f64 / 2.0), "{row:?}");
     }
 }
