@@ -33,6 +33,13 @@ pub struct CalibrateArgs {
     /// cold regions and tau left open are chosen.
     #[arg(long, default_value = "ffnskip")]
     pub policy_base: String,
+    /// Per-layer thresholds (`ffnskip` only): layer l's threshold is the QUANTILE of its own
+    /// cosine on the text (a token passes where it is in that layer's top 1 − QUANTILE).
+    #[arg(long)]
+    pub per_layer: bool,
+    /// With --per-layer: the quantiles to try in turn, comma-separated, most selective first.
+    #[arg(long, value_delimiter = ',', default_values_t = [0.75, 0.5, 0.25], requires = "per_layer")]
+    pub quantiles: Vec<f64>,
 }
 
 /// Measurements per setting before the search gives up.
@@ -46,6 +53,9 @@ pub fn run(args: CalibrateArgs) -> Result<()> {
         bail!("--tolerance must be above 0, got {}", args.tolerance);
     }
     let base = base_spec(&args.policy_base)?;
+    if args.per_layer {
+        profile::check_per_layer(&base, &args.quantiles)?;
+    }
     let windowing = args.text.windowing(args.tokens)?;
     let text = args.text.read()?;
     let engine = args.model.load()?;
@@ -56,20 +66,27 @@ pub fn run(args: CalibrateArgs) -> Result<()> {
     let profile = profile::profile(model, &tokens, &windowing, &mut || bar.inc(1))?;
     bar.reset();
     bar.set_message("measure");
-    let opts =
-        CalibrateOptions { target: args.target_ratio, tolerance: args.tolerance, base, max_measurements: MAX_MEASUREMENTS };
+    let opts = CalibrateOptions {
+        target: args.target_ratio,
+        tolerance: args.tolerance,
+        base,
+        max_measurements: MAX_MEASUREMENTS,
+        quantiles: if args.per_layer { args.quantiles.clone() } else { Vec::new() },
+    };
     let on_trial = &mut |t: &profile::Trial| {
         // Each measurement is a result, so it goes to stdout; stderr keeps only the bar and errors.
-        bar.suspend(|| println!("  {:<48} realised {:.4}", t.spec.to_string(), t.realised));
+        let quantile = t.quantile.map(|q| format!(" (quantile {q})")).unwrap_or_default();
+        bar.suspend(|| println!("  {:<48} realised {:.4}{quantile}", t.spec.to_string(), t.realised));
         bar.reset();
     };
     let result = profile::calibrate(model, &tokens, &windowing, &profile, &opts, on_trial, &mut || bar.inc(1));
     bar.finish_and_clear();
-    let chosen = result?.chosen;
+    let calibrated = result?;
+    let chosen = calibrated.chosen;
 
     let config = SkipConfig {
         policy: chosen.spec.to_string(),
-        calibration: profile.calibration(),
+        calibration: calibrated.calibration,
         measured: Measured {
             realised_post_warmup: chosen.realised,
             tokens: windowing.tokens,

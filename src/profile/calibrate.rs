@@ -7,11 +7,16 @@
 //! where the profile's mean cosine already passes `tau`; `tau` is the paper's 0.95, lowered step
 //! by step only when the target cannot be reached. For each
 //! setting the requested ratio is searched by interpolation inside a bracket `[0, most useful]`.
+//!
+//! With per-layer thresholds (`quantiles`), `ffnskip` tests each layer against its own cosine
+//! distribution instead: `τ_l` is the `q`-quantile of layer `l`'s cosine on the text, so at
+//! every layer a token passes when its cosine is among that layer's top `1 − q`. The quantiles
+//! are tried in the order given (most selective first), each with the paper's cold regions.
 
 use crate::error::{Error, Result};
 use crate::model::Llama;
 use crate::profile::{feed_window, Profile, Windowing};
-use crate::skip::{default_cold, Calibration, PolicyKind, PolicySpec, ScheduleConfig, DEFAULT_TAU};
+use crate::skip::{default_cold, Calibration, PolicyKind, PolicySpec, ScheduleConfig, DEFAULT_TAU, PER_LAYER};
 
 /// Thresholds tried in turn when the base spec leaves `tau` open.
 const TAUS: [f32; 3] = [DEFAULT_TAU, 0.9, 0.8];
@@ -28,19 +33,33 @@ pub struct CalibrateOptions {
     pub base: PolicySpec,
     /// Measurements per setting before giving up.
     pub max_measurements: usize,
+    /// Per-layer thresholds at these quantiles of each layer's cosine, tried in turn; empty:
+    /// one threshold for all layers.
+    pub quantiles: Vec<f64>,
 }
 
 /// One measured spec.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Trial {
     pub spec: PolicySpec,
+    /// The quantile its per-layer thresholds come from, if it has them.
+    pub quantile: Option<f64>,
     pub realised: f64,
+}
+
+/// A spec to search the ratio of, and the calibration it runs with.
+struct Setting {
+    spec: PolicySpec,
+    quantile: Option<f64>,
+    calibration: Calibration,
 }
 
 #[derive(Debug, Clone)]
 pub struct Calibrated {
     /// The chosen spec and its realised ratio.
     pub chosen: Trial,
+    /// The calibration the chosen spec runs with (its per-layer thresholds, if any).
+    pub calibration: Calibration,
     /// Every measurement, in order.
     pub trials: Vec<Trial>,
 }
@@ -95,22 +114,23 @@ pub fn calibrate(
     if opts.base.kind == PolicyKind::Dense {
         return Err(Error::InvalidArgument("dense skips nothing: calibrate a skip policy".into()));
     }
-    let calibration = profile.calibration();
     let n_layers = model.config.n_layers;
     let mut trials = Vec::new();
-    let mut run = |spec: PolicySpec, trials: &mut Vec<Trial>| -> Result<Trial> {
-        let realised = measure(model, text, windowing, &spec, Some(&calibration), progress)?;
-        let trial = Trial { spec, realised };
+    let mut run = |setting: &Setting, ratio: f64, trials: &mut Vec<Trial>| -> Result<Trial> {
+        let spec = with_ratio(&setting.spec, ratio)?;
+        let realised = measure(model, text, windowing, &spec, Some(&setting.calibration), progress)?;
+        let trial = Trial { spec, quantile: setting.quantile, realised };
         on_trial(&trial);
         trials.push(trial.clone());
         Ok(trial)
     };
     let within = |t: &Trial| (t.realised - opts.target).abs() <= opts.tolerance;
     let mut most = None::<Trial>;
-    for setting in settings(&opts.base, &calibration, n_layers)? {
-        let hi = run(with_ratio(&setting, most_useful_ratio(&setting, n_layers))?, &mut trials)?;
+    for setting in settings(&opts.base, profile, &opts.quantiles, n_layers)? {
+        let done = |chosen: Trial, trials: Vec<Trial>| Calibrated { chosen, calibration: setting.calibration.clone(), trials };
+        let hi = run(&setting, most_useful_ratio(&setting.spec, n_layers), &mut trials)?;
         if within(&hi) {
-            return Ok(Calibrated { chosen: hi, trials });
+            return Ok(done(hi, trials));
         }
         if hi.realised < opts.target {
             if most.as_ref().is_none_or(|m| hi.realised > m.realised) {
@@ -118,12 +138,13 @@ pub fn calibrate(
             }
             continue;
         }
-        let (mut lo, mut hi) = (Trial { spec: with_ratio(&setting, 0.0)?, realised: 0.0 }, hi);
+        let zero = Trial { spec: with_ratio(&setting.spec, 0.0)?, quantile: setting.quantile, realised: 0.0 };
+        let (mut lo, mut hi) = (zero, hi);
         for _ in 1..opts.max_measurements {
             let Some(ratio) = next_ratio(&lo, &hi, opts.target) else { break };
-            let trial = run(with_ratio(&setting, ratio)?, &mut trials)?;
+            let trial = run(&setting, ratio, &mut trials)?;
             if within(&trial) {
-                return Ok(Calibrated { chosen: trial, trials });
+                return Ok(done(trial, trials));
             }
             if trial.realised < opts.target {
                 lo = trial;
@@ -153,9 +174,49 @@ pub fn calibrate(
     )))
 }
 
-/// The settings to try, in order: for each `tau` (the base's, or [`TAUS`]), the cold regions of
-/// the base or the default ones, then those narrowed to the profile's saturated layers.
-fn settings(base: &PolicySpec, calibration: &Calibration, n_layers: usize) -> Result<Vec<PolicySpec>> {
+/// The settings to try, in order: with `quantiles`, per-layer thresholds at each; else for each
+/// `tau` (the base's, or [`TAUS`]), the cold regions of the base or the default ones, then those
+/// narrowed to the profile's saturated layers.
+fn settings(base: &PolicySpec, profile: &Profile, quantiles: &[f64], n_layers: usize) -> Result<Vec<Setting>> {
+    let calibration = profile.calibration();
+    if !quantiles.is_empty() {
+        return per_layer_settings(base, profile, quantiles);
+    }
+    Ok(global_tau_settings(base, &calibration, n_layers)?
+        .into_iter()
+        .map(|spec| Setting { spec, quantile: None, calibration: calibration.clone() })
+        .collect())
+}
+
+/// Whether `base` can take per-layer thresholds at `quantiles`: checked before any work.
+pub fn check_per_layer(base: &PolicySpec, quantiles: &[f64]) -> Result<()> {
+    if base.kind != PolicyKind::FfnSkip || base.options.contains_key("signal") || base.options.contains_key("tau") {
+        return Err(Error::InvalidArgument(format!(
+            "per-layer thresholds are ffnskip's cosine test: give a base of ffnskip without tau or signal, not {base}"
+        )));
+    }
+    if let Some(q) = quantiles.iter().find(|q| !(0.0..1.0).contains(*q)) {
+        return Err(Error::InvalidArgument(format!("a quantile must be in [0, 1), got {q}")));
+    }
+    Ok(())
+}
+
+fn per_layer_settings(base: &PolicySpec, profile: &Profile, quantiles: &[f64]) -> Result<Vec<Setting>> {
+    check_per_layer(base, quantiles)?;
+    let mut spec = base.clone();
+    spec.options.insert("tau".into(), PER_LAYER.into());
+    spec.validate()?;
+    Ok(quantiles
+        .iter()
+        .map(|&q| Setting {
+            spec: spec.clone(),
+            quantile: Some(q),
+            calibration: Calibration { ffn_cosine_tau: profile.cosine_quantiles(q), ..profile.calibration() },
+        })
+        .collect())
+}
+
+fn global_tau_settings(base: &PolicySpec, calibration: &Calibration, n_layers: usize) -> Result<Vec<PolicySpec>> {
     let tested = base.kind.tests_saturation()
         && base.options.get("signal").is_none_or(|s| s == "cosine");
     let taus: Vec<Option<f32>> = match base.options.get("tau") {
@@ -236,7 +297,7 @@ mod tests {
     use super::*;
 
     fn trial(ratio: f64, realised: f64) -> Trial {
-        Trial { spec: format!("ffnskip@{ratio}").parse().unwrap(), realised }
+        Trial { spec: format!("ffnskip@{ratio}").parse().unwrap(), quantile: None, realised }
     }
 
     #[test]
@@ -264,9 +325,9 @@ mod tests {
 
     #[test]
     fn settings_keep_what_the_base_fixes() {
-        let calibration = Calibration { mean_ffn_cosine: vec![0.97; 30], mean_layer_cosine: vec![0.5; 30] };
+        let calibration = Calibration { mean_ffn_cosine: vec![0.97; 30], mean_layer_cosine: vec![0.5; 30], ..Default::default() };
         let specs = |base: &str| -> Vec<String> {
-            settings(&base.parse().unwrap(), &calibration, 30).unwrap().iter().map(|s| s.to_string()).collect()
+            global_tau_settings(&base.parse().unwrap(), &calibration, 30).unwrap().iter().map(|s| s.to_string()).collect()
         };
         // The paper's cold regions first, then the narrowed ones, for each tau in turn.
         assert_eq!(

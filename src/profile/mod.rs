@@ -8,7 +8,7 @@ pub mod plot;
 mod stats;
 mod windows;
 
-pub use calibrate::{calibrate, measure, CalibrateOptions, Calibrated, Trial};
+pub use calibrate::{calibrate, check_per_layer, measure, CalibrateOptions, Calibrated, Trial};
 pub use config::{Measured, SkipConfig};
 pub use stats::{mean, percentile, share_above, Summary};
 pub use windows::{feed_window, Windowing};
@@ -76,6 +76,10 @@ pub struct LayerProfile {
     pub mean_layer_cosine: f64,
     /// The cosine by position in the window, in [`position_buckets`] order (empty buckets left out).
     pub cosine_by_position: Vec<PositionBucket>,
+    /// Every token's `cos(h_mid, h_out)`, ascending: the distribution per-layer thresholds come
+    /// from (not written out: thousands of numbers per layer).
+    #[serde(skip)]
+    pub cosines_sorted: Vec<f32>,
 }
 
 /// Every layer's saturation on one text.
@@ -94,7 +98,14 @@ impl Profile {
         Calibration {
             mean_ffn_cosine: self.layers.iter().map(|l| l.cosine.mean as f32).collect(),
             mean_layer_cosine: self.layers.iter().map(|l| l.mean_layer_cosine as f32).collect(),
+            ffn_cosine_tau: Vec::new(),
         }
+    }
+
+    /// Each layer's `q`-quantile of its cosine: a token passes layer `l`'s threshold when its
+    /// cosine is among the top `1 − q` of that layer's on the profiled text.
+    pub fn cosine_quantiles(&self, q: f64) -> Vec<f32> {
+        self.layers.iter().map(|l| stats::percentile(&l.cosines_sorted, q) as f32).collect()
     }
 
     /// One row per layer, the JSON's figures flattened into columns.
@@ -195,6 +206,11 @@ fn summarise(layer: usize, samples: &[Saturation], positions: &[usize], buckets:
         cosine_share_above: SHARE_THRESHOLDS.map(|t| share_above(&cosines, t)),
         mean_layer_cosine: mean(&layer_cosines),
         cosine_by_position,
+        cosines_sorted: {
+            let mut sorted = cosines;
+            sorted.sort_by(f32::total_cmp);
+            sorted
+        },
     }
 }
 

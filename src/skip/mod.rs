@@ -21,7 +21,7 @@ pub use fixed_start::FixedStartRun;
 pub use kind::PolicyKind;
 pub use random::{Placement, RandomRun};
 pub use schedule::{default_cold, Schedule, ScheduleConfig, Warmup, DEFAULT_TAU, DEFAULT_WARMUP};
-pub use spec::{Calibration, PolicySpec};
+pub use spec::{Calibration, PolicySpec, PER_LAYER};
 pub use static_layers::StaticLayers;
 
 /// Which part of the sequence a forward step processes.

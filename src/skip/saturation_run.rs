@@ -10,10 +10,14 @@ use crate::skip::schedule::{Schedule, ScheduleConfig};
 use crate::skip::{LayerPlan, Phase, PolicyKind, Saturation, SkipPolicy};
 
 /// The saturation test run after a window layer's FFN.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Signal {
     /// The paper's test: `cos(h_mid, h_out) > tau`.
     Cosine { tau: f32 },
+    /// `cos(h_mid, h_out) > taus[l]` at layer `l`: each layer against its own cosine
+    /// distribution (`ffnskip calibrate --per-layer`), since one global `tau` sits below
+    /// almost every layer's cosine on small models.
+    CosinePerLayer { taus: Vec<f32> },
     /// `‖FFN(u)‖ / ‖h_mid‖ < threshold`: the FFN's update is small against the residual stream,
     /// whatever its direction.
     NormRatio { threshold: f32 },
@@ -22,11 +26,12 @@ pub enum Signal {
 }
 
 impl Signal {
-    fn crosses(&self, s: &Saturation) -> bool {
-        match *self {
-            Signal::Cosine { tau } => s.cosine > tau,
-            Signal::NormRatio { threshold } => s.norm_ratio < threshold,
-            Signal::LayerCosine { tau } => s.layer_cosine > tau,
+    fn crosses(&self, layer: usize, s: &Saturation) -> bool {
+        match self {
+            Signal::Cosine { tau } => s.cosine > *tau,
+            Signal::CosinePerLayer { taus } => s.cosine > taus[layer],
+            Signal::NormRatio { threshold } => s.norm_ratio < *threshold,
+            Signal::LayerCosine { tau } => s.layer_cosine > *tau,
         }
     }
 }
@@ -94,7 +99,7 @@ impl SkipPolicy for SaturationRun {
     }
 
     fn observe(&mut self, layer: usize, saturation: Saturation) {
-        if self.wants_saturation(layer) && self.signal.crosses(&saturation) {
+        if self.wants_saturation(layer) && self.signal.crosses(layer, &saturation) {
             self.schedule.start_run(layer + 1, self.max_run);
         }
     }
@@ -181,6 +186,18 @@ mod tests {
         assert_eq!(t.skipped(), vec![5, 6, 7, 9, 10, 11, 13, 14, 15]);
         assert_eq!(t.measured, vec![4, 8, 12]);
         assert_eq!(again.schedule().runs(), 3);
+    }
+
+    #[test]
+    fn per_layer_thresholds_test_each_layer_against_its_own() {
+        let mut config = ScheduleConfig::new(L, 0.1); // k = 3, 4, ...
+        config.warmup = 0;
+        // Layer 8's cosine of 0.9 is above its own threshold; layer 7's 0.97 is not above its own.
+        let mut taus = vec![0.99; L];
+        taus[8] = 0.85;
+        let mut p = SaturationRun::new(config, Signal::CosinePerLayer { taus });
+        let t = step(&mut p, Phase::Decode, L, |l| sat(if l == 7 { 0.97 } else { 0.9 }));
+        assert_eq!(t.skipped(), vec![9, 10, 11]);
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! |---|---|---|
 //! | `cold_start`, `cold_end` | all but `dense` | layers never skipped [`ceil(0.15 L)`] |
 //! | `warmup` | all but `dense`, `layer-drop` | dense decode steps [16] |
-//! | `tau` | `ffnskip`, `layer-early-exit` | cosine threshold [0.95] |
+//! | `tau` | `ffnskip`, `layer-early-exit` | cosine threshold [0.95]; for `ffnskip` also `per-layer`: each layer's own, from the calibration |
 //! | `signal` | `ffnskip` | `cosine` [default] or `norm-ratio` (needs `threshold`) |
 //! | `threshold` | `ffnskip` | norm-ratio threshold |
 //! | `recheck` | `ffnskip`, `layer-early-exit` | test again after a run ends [false] |
@@ -29,6 +29,9 @@ use crate::skip::random::Placement;
 use crate::skip::{
     Dense, FixedStartRun, LayerDrop, PolicyKind, RandomRun, SaturationRun, Signal, SkipPolicy, StaticLayers,
 };
+
+/// The `tau` that takes each layer's threshold from the calibration.
+pub const PER_LAYER: &str = "per-layer";
 
 /// Option keys of every policy but `dense` (`layer-drop` has no warm-up).
 const SCHEDULE_KEYS: &[&str] = &["cold_start", "cold_end", "warmup"];
@@ -51,6 +54,10 @@ pub struct Calibration {
     pub mean_ffn_cosine: Vec<f32>,
     /// Mean `cos(x, h_out)` of each whole layer.
     pub mean_layer_cosine: Vec<f32>,
+    /// Each layer's own cosine threshold, for `ffnskip@R:tau=per-layer` (empty unless
+    /// calibrated with `--per-layer`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ffn_cosine_tau: Vec<f32>,
 }
 
 fn invalid(message: impl Into<String>) -> Error {
@@ -63,7 +70,8 @@ fn canonical(key: &str, value: &str) -> std::result::Result<String, &'static str
         value.parse::<T>().ok().filter(ok).map(|v| v.to_string())
     }
     match key {
-        "tau" => parsed(value, |v: &f32| (-1.0..=1.0).contains(v)).ok_or("a cosine in [-1, 1]"),
+        "tau" if value == PER_LAYER => Ok(PER_LAYER.to_string()),
+        "tau" => parsed(value, |v: &f32| (-1.0..=1.0).contains(v)).ok_or("a cosine in [-1, 1] or per-layer"),
         "threshold" => parsed(value, |v: &f32| v.is_finite() && *v >= 0.0).ok_or("a number >= 0"),
         "cold_start" | "cold_end" | "warmup" => parsed(value, |_: &usize| true).ok_or("a whole number"),
         "max_run" => parsed(value, |v: &usize| *v > 0).ok_or("a whole number >= 1"),
@@ -101,8 +109,11 @@ impl PolicySpec {
                 Err(expected) => return Err(invalid(format!("option {key}={value}: expected {expected}"))),
             }
         }
+        if kind == PolicyKind::LayerEarlyExit && self.options.get("tau").is_some_and(|t| t == PER_LAYER) {
+            return Err(invalid("tau=per-layer applies to ffnskip"));
+        }
         if kind == PolicyKind::FfnSkip {
-            self.signal()?;
+            self.signal(None)?;
         }
         Ok(())
     }
@@ -133,7 +144,8 @@ impl PolicySpec {
         Ok(match self.kind {
             PolicyKind::Dense => Box::new(Dense),
             PolicyKind::FfnSkip => {
-                Box::new(SaturationRun::new(config, self.signal()?).with_recheck(recheck).with_max_run(max_run))
+                let signal = self.signal(Some(self.per_layer_taus(calibration, n_layers)?))?;
+                Box::new(SaturationRun::new(config, signal).with_recheck(recheck).with_max_run(max_run))
             }
             PolicyKind::Random => Box::new(RandomRun::new(config, Placement::AnyLayer, seed)),
             PolicyKind::NoAdaptive => Box::new(RandomRun::new(config, Placement::InsideWindow, seed)),
@@ -173,7 +185,9 @@ impl PolicySpec {
     }
 
     /// `ffnskip`'s saturation test: `tau` goes with the cosine, `threshold` with the norm ratio.
-    fn signal(&self) -> Result<Signal> {
+    /// `taus`: when building, the calibration's per-layer thresholds if it has them; `None`
+    /// when only validating.
+    fn signal(&self, taus: Option<Option<&[f32]>>) -> Result<Signal> {
         let has = |key: &str| self.options.contains_key(key);
         match self.options.get("signal").map(String::as_str) {
             Some("norm-ratio") if has("tau") => Err(invalid("tau applies to signal=cosine; use threshold")),
@@ -182,7 +196,26 @@ impl PolicySpec {
                 None => Err(invalid("signal=norm-ratio needs threshold=VALUE")),
             },
             _ if has("threshold") => Err(invalid("threshold applies to signal=norm-ratio")),
-            _ => Ok(Signal::Cosine { tau: self.get("tau").unwrap_or(DEFAULT_TAU) }),
+            _ => match (self.options.get("tau").map(String::as_str), taus) {
+                (Some(PER_LAYER), Some(Some(taus))) => Ok(Signal::CosinePerLayer { taus: taus.to_vec() }),
+                (Some(PER_LAYER), Some(None)) => {
+                    Err(invalid(format!("{self} needs a calibration with per-layer thresholds (calibrate --per-layer)")))
+                }
+                (Some(PER_LAYER), None) => Ok(Signal::CosinePerLayer { taus: Vec::new() }),
+                _ => Ok(Signal::Cosine { tau: self.get("tau").unwrap_or(DEFAULT_TAU) }),
+            },
+        }
+    }
+
+    /// The calibration's per-layer thresholds, if it has one for each of `n_layers` layers.
+    fn per_layer_taus<'a>(&self, calibration: Option<&'a Calibration>, n_layers: usize) -> Result<Option<&'a [f32]>> {
+        match calibration.map(|c| c.ffn_cosine_tau.as_slice()) {
+            Some(taus) if !taus.is_empty() && taus.len() != n_layers => Err(invalid(format!(
+                "the calibration has {} per-layer thresholds for a model of {n_layers} layers",
+                taus.len()
+            ))),
+            Some(taus) if !taus.is_empty() => Ok(Some(taus)),
+            _ => Ok(None),
         }
     }
 
@@ -350,7 +383,7 @@ mod tests {
 
     #[test]
     fn builds_every_policy_by_name() {
-        let calibration = Calibration { mean_ffn_cosine: vec![0.9; 30], mean_layer_cosine: vec![0.9; 30] };
+        let calibration = Calibration { mean_ffn_cosine: vec![0.9; 30], mean_layer_cosine: vec![0.9; 30], ..Default::default() };
         for (s, name) in [
             ("dense", "dense"),
             ("ffnskip@0.25", "ffnskip"),
@@ -382,7 +415,7 @@ mod tests {
     #[test]
     fn fixed_layer_policies_choose_from_the_calibration() {
         let mut calibration =
-            Calibration { mean_ffn_cosine: vec![0.5; 10], mean_layer_cosine: vec![0.5; 10] };
+            Calibration { mean_ffn_cosine: vec![0.5; 10], mean_layer_cosine: vec![0.5; 10], ..Default::default() };
         calibration.mean_ffn_cosine[6] = 0.99;
         calibration.mean_layer_cosine[3] = 0.99;
         calibration.mean_layer_cosine[0] = 1.0; // cold
@@ -394,7 +427,7 @@ mod tests {
         assert_eq!(decode(p.as_mut(), 1, 10, |_| sat(0.0))[0].skipped(), vec![6]);
 
         assert!(build_error("static@0.1", 10, None).contains("needs a calibration"));
-        let short = Calibration { mean_ffn_cosine: vec![0.5; 9], mean_layer_cosine: vec![0.5; 10] };
+        let short = Calibration { mean_ffn_cosine: vec![0.5; 9], mean_layer_cosine: vec![0.5; 10], ..Default::default() };
         assert!(build_error("layer-drop@0.1", 10, Some(&short)).contains("9 FFN and 10 layer"));
         assert!(build_error("layer-drop@0.7", 10, Some(&calibration)).contains("window has 6"));
     }

@@ -112,6 +112,40 @@ fn calibrate_meets_the_target_and_generate_uses_the_config() {
     assert!(f(&s["ffn_skip_ratio_post_warmup"]) > 0.09, "{s}");
 }
 
+/// Per-layer thresholds: each layer's own quantile, written into the config, used by the policy
+/// the config names, and meeting the target like the global threshold does.
+#[test]
+fn calibrate_per_layer_writes_each_layers_threshold() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("per-layer.json");
+    let run = ffnskip(&[
+        "calibrate", "--text", TEXT, "--target-ratio", "0.2", "--tokens", "240", "--window", "128", "--prefill",
+        "32", "--per-layer", "--quantiles", "0.5", "--out", config.to_str().unwrap(),
+    ]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let json = read_json(&config);
+    let policy = json["policy"].as_str().unwrap();
+    assert!(policy.starts_with("ffnskip@") && policy.contains("tau=per-layer"), "{policy}");
+    assert!((f(&json["measured"]["realised_post_warmup"]) - 0.2).abs() <= 0.01, "{json}");
+    let taus: Vec<f64> = json["calibration"]["ffn_cosine_tau"].as_array().unwrap().iter().map(f).collect();
+    assert_eq!(taus.len(), 30);
+    // Medians of different layers' cosines differ: the thresholds are per layer, not one tau.
+    let (lo, hi) = taus.iter().fold((f64::MAX, f64::MIN), |(lo, hi), &t| (lo.min(t), hi.max(t)));
+    assert!(hi - lo > 0.05 && hi < 1.0, "{taus:?}");
+    assert!(stdout(&run).contains("(quantile 0.5)"), "{}", stdout(&run));
+
+    let stats = dir.path().join("stats.json");
+    let args = ["generate", "--prompt", "The history of the city", "-n", "40", "--skip-config", config.to_str().unwrap(), "--stats-json", stats.to_str().unwrap()];
+    let out = ffnskip(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let s = read_json(&stats);
+    assert_eq!(s["policy"], policy);
+    assert!(f(&s["ffn_skip_ratio_post_warmup"]) > 0.0, "{s}");
+    // Without the config there are no thresholds to test against.
+    let out = ffnskip(&["generate", "--prompt", "x", "-n", "2", "--policy", "ffnskip@0.2:tau=per-layer"]);
+    assert_clean_failure(&out, "needs a calibration with per-layer thresholds");
+}
+
 #[test]
 fn calibrate_says_when_a_target_cannot_be_reached() {
     let dir = tempfile::tempdir().unwrap();
@@ -134,6 +168,8 @@ fn bad_profile_and_calibrate_input_fails_in_one_line() {
     assert_clean_failure(&cal(&["--target-ratio", "1.5"]), "--target-ratio must be in (0, 1)");
     assert_clean_failure(&cal(&["--target-ratio", "0.2", "--policy-base", "dense"]), "skips nothing");
     assert_clean_failure(&cal(&["--target-ratio", "0.2", "--policy-base", "ffnskip:tau=2"]), "tau=2");
+    assert_clean_failure(&cal(&["--target-ratio", "0.2", "--per-layer", "--policy-base", "random"]), "per-layer thresholds are ffnskip's");
+    assert_clean_failure(&cal(&["--target-ratio", "0.2", "--per-layer", "--quantiles", "1.5"]), "a quantile must be in [0, 1)");
 
     // The old bare-calibration format is not a skip config.
     let dir = tempfile::tempdir().unwrap();

@@ -34,7 +34,7 @@ fn ffnskip_realises_its_target_ratio_after_warmup() {
 
 #[test]
 fn attention_runs_in_every_layer_for_every_token_under_ffn_policies() {
-    let calibration = Calibration { mean_ffn_cosine: (0..30).map(|l| l as f32 / 30.0).collect(), mean_layer_cosine: vec![0.9; 30] };
+    let calibration = Calibration { mean_ffn_cosine: (0..30).map(|l| l as f32 / 30.0).collect(), mean_layer_cosine: vec![0.9; 30], ..Default::default() };
     for spec in ["dense", "ffnskip@0.3:warmup=4", "random@0.3:warmup=4:seed=2", "no-adaptive@0.3:warmup=4", "fixed-start@0.3:warmup=4", "static@0.2:warmup=4"] {
         let (gen, stats) = run(spec, 40, Some(&calibration));
         let steps = gen.decode_steps as u64;
@@ -48,7 +48,7 @@ fn attention_runs_in_every_layer_for_every_token_under_ffn_policies() {
 
 #[test]
 fn layer_policies_skip_attention_too_and_fill_the_cache() {
-    let calibration = Calibration { mean_ffn_cosine: vec![0.9; 30], mean_layer_cosine: (0..30).map(|l| l as f32 / 30.0).collect() };
+    let calibration = Calibration { mean_ffn_cosine: vec![0.9; 30], mean_layer_cosine: (0..30).map(|l| l as f32 / 30.0).collect(), ..Default::default() };
     let (gen, stats) = run("layer-drop@0.1", 24, Some(&calibration));
     let steps = gen.decode_steps as u64;
     // The three most saturated window layers (22, 23, 24) are gone for every step.
