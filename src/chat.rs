@@ -72,7 +72,7 @@ impl ChatTemplate {
             eos_token => self.eos_token,
         };
         let mut out = CappedWriter(Vec::new());
-        template.render_to_write(ctx, &mut out).map_err(|e| match out.0.len() >= TEMPLATE_OUTPUT_MAX {
+        template.render_captured_to(ctx, &mut out).map_err(|e| match out.0.len() >= TEMPLATE_OUTPUT_MAX {
             true => Error::ChatTemplate(format!("the output exceeds {TEMPLATE_OUTPUT_MAX} bytes")),
             false => Error::ChatTemplate(one_line(&e)),
         })?;

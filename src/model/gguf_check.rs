@@ -89,7 +89,7 @@ impl<R: Read + Seek> Scanner<'_, R> {
     fn need(&mut self, bytes: u64, what: &str) -> Result<(), String> {
         let left = self.remaining()?;
         if bytes > left {
-            return Err(format!("{what} claim {bytes} bytes but only {left} remain"));
+            return Err(format!("{what}: {bytes} bytes claimed but only {left} remain"));
         }
         Ok(())
     }

@@ -24,11 +24,15 @@ pub struct TinyModel {
     pub qkv_bias: bool,
     /// Give `blk.0.ffn_up.weight` 32 rows too many.
     pub wrong_ffn_shape: bool,
+    /// Changes the metadata and tensors just before they are written (hostile variants).
+    pub edit: Option<Edit>,
 }
+
+pub type Edit = fn(&mut Vec<(String, Value)>, &mut Vec<(String, QTensor)>);
 
 impl Default for TinyModel {
     fn default() -> Self {
-        Self { architecture: "llama", dtype: GgmlDType::F32, seed: 1, qkv_bias: false, wrong_ffn_shape: false }
+        Self { architecture: "llama", dtype: GgmlDType::F32, seed: 1, qkv_bias: false, wrong_ffn_shape: false, edit: None }
     }
 }
 
@@ -88,7 +92,7 @@ impl TinyModel {
         }
         let arch = self.architecture;
         let strings = |v: &[String]| Value::Array(v.iter().map(|s| Value::String(s.clone())).collect());
-        let metadata: Vec<(String, Value)> = vec![
+        let mut metadata: Vec<(String, Value)> = vec![
             ("general.architecture".into(), Value::String(arch.into())),
             (format!("{arch}.block_count"), Value::U32(N_LAYERS as u32)),
             (format!("{arch}.embedding_length"), Value::U32(DIM as u32)),
@@ -107,6 +111,9 @@ impl TinyModel {
             ("tokenizer.ggml.add_bos_token".into(), Value::Bool(false)),
             ("tokenizer.chat_template".into(), Value::String(CHATML.into())),
         ];
+        if let Some(edit) = self.edit {
+            edit(&mut metadata, &mut tensors);
+        }
         let md: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
         let ts: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
         let mut file = std::fs::File::create(path).unwrap();
