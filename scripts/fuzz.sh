@@ -8,14 +8,19 @@ cd "$(dirname "$0")/../fuzz"
 seconds="${1:-30}"
 core="${FUZZ_CORE:-1}"
 targets=(gguf tokenizer chat_template policy_spec)
+failed=()
 cargo +nightly fuzz build -O 2>&1 | tail -n 3
 for t in "${targets[@]}"; do
     echo "fuzz: $t for ${seconds}s"
     taskset -c "$core" cargo +nightly fuzz run -O "$t" "corpus/$t" -- \
         -max_total_time="$seconds" -rss_limit_mb=256 -malloc_limit_mb=256 -timeout=1 \
-        -max_len=65536 -print_final_stats=1 2>&1 | grep -E "^(#[0-9]+.*DONE|stat::number_of_executed_units|Done|==[0-9]+==|SUMMARY|.*panicked)" || true
+        -max_len=65536 -print_final_stats=1 2>&1 | grep -E "^(#[0-9]+.*DONE|stat::number_of_executed_units|Done|==[0-9]+==|SUMMARY|.*panicked)|ERROR" || true
     if compgen -G "artifacts/$t/*" >/dev/null; then
-        echo "fuzz: $t found a failure: $(ls artifacts/$t)" >&2
-        exit 1
+        echo "fuzz: $t found a failure: $(ls "artifacts/$t")" >&2
+        failed+=("$t")
     fi
 done
+if ((${#failed[@]})); then
+    echo "fuzz: failures in ${failed[*]} (inputs under fuzz/artifacts/)" >&2
+    exit 1
+fi
