@@ -8,6 +8,9 @@ cd "$(dirname "$0")/../fuzz"
 seconds="${1:-30}"
 core="${FUZZ_CORE:-1}"
 targets=(gguf tokenizer chat_template policy_spec)
+# AddressSanitizer's quarantine of freed memory (256 MiB by default) would count against the
+# 256 MiB RSS limit and report an out-of-memory that no input causes.
+export ASAN_OPTIONS="${ASAN_OPTIONS:-quarantine_size_mb=16:malloc_context_size=0}"
 failed=()
 cargo +nightly fuzz build -O 2>&1 | tail -n 3
 for t in "${targets[@]}"; do
