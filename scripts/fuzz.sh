@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 seconds="${1:-30}"
 core="${FUZZ_CORE:-1}"
-targets=(gguf tokenizer chat_template policy_spec)
+# FUZZ_TARGETS="gguf tokenizer" runs only those.
+targets=(${FUZZ_TARGETS:-gguf tokenizer chat_template policy_spec})
 # AddressSanitizer's quarantine of freed memory (256 MiB by default) would count against the
 # 256 MiB RSS limit and report an out-of-memory that no input causes.
 export ASAN_OPTIONS="${ASAN_OPTIONS:-quarantine_size_mb=16:malloc_context_size=0}"
