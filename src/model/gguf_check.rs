@@ -138,6 +138,11 @@ impl<R: Read + Seek> Scanner<'_, R> {
         self.need(len, what)?;
         let mut buf = vec![0u8; len as usize];
         self.r.read_exact(&mut buf).map_err(|_| "the header ends early".to_string())?;
+        // candle drops trailing NULs from every string, so "general.alignment\0" is the
+        // alignment key to it: compare names as candle will see them.
+        while buf.last() == Some(&0) {
+            buf.pop();
+        }
         String::from_utf8(buf).map_err(|_| format!("a {what} is not UTF-8"))
     }
 
@@ -226,6 +231,13 @@ mod tests {
     fn refuses_zero_alignment() {
         let b = header(&kv("general.alignment", 4, &0u32.to_le_bytes()), 1, &[], 0);
         assert!(run(&b).unwrap_err().contains("power of two"));
+    }
+
+    /// Found by the `gguf` fuzz target: candle trims the NULs and then divided by zero.
+    #[test]
+    fn sees_the_alignment_key_through_trailing_nuls() {
+        let b = header(&kv("general.alignment\0\0\0", 0, &[0]), 1, &[], 0);
+        assert!(run(&b).unwrap_err().contains("general.alignment 0"));
     }
 
     #[test]

@@ -201,3 +201,11 @@ fn prompt_longer_than_the_context() {
     let prompt = "the ".repeat(200);
     run_generate(&path, &["--prompt", &prompt], "do not fit in the context of");
 }
+
+/// Found by the `gguf` fuzz target (fuzz/artifacts crash-a491fe48…): the key
+/// "general.alignment\0\0\0" with the u8 value 0; candle trims the NULs and divided by zero.
+#[test]
+fn fuzz_crash_alignment_key_with_trailing_nuls() {
+    let key = kv("general.alignment\0\0\0", 0, &[0]);
+    generate_with(&gguf(&[key, arch()], &[], &[]), "general.alignment 0 is not a power of two");
+}
