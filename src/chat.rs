@@ -51,23 +51,66 @@ impl ChatTemplate {
             Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
         });
         env.add_function("strftime_now", |fmt: String| -> String { strftime_now(&fmt) });
+        // The template comes from an untrusted file: fuel bounds the work any template can do
+        // (a loop over a huge range, runaway recursion) and the environment has no loader, so
+        // `include`/`import` reach nothing on disk.
+        env.set_fuel(Some(TEMPLATE_FUEL));
+        env.set_recursion_limit(TEMPLATE_RECURSION);
         env.add_template_owned("chat", source.to_string())
-            .map_err(|e| Error::ChatTemplate(e.to_string()))?;
+            .map_err(|e| Error::ChatTemplate(one_line(&e)))?;
         Ok(Self { env, bos_token: bos_token.to_string(), eos_token: eos_token.to_string() })
     }
 
     /// Renders the conversation; with `add_generation_prompt` the text ends where the
     /// assistant's reply begins.
     pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
-        let template = self.env.get_template("chat").map_err(|e| Error::ChatTemplate(e.to_string()))?;
-        template
-            .render(context! {
-                messages => messages,
-                add_generation_prompt => add_generation_prompt,
-                bos_token => self.bos_token,
-                eos_token => self.eos_token,
-            })
-            .map_err(|e| Error::ChatTemplate(e.to_string()))
+        let template = self.env.get_template("chat").map_err(|e| Error::ChatTemplate(one_line(&e)))?;
+        let ctx = context! {
+            messages => messages,
+            add_generation_prompt => add_generation_prompt,
+            bos_token => self.bos_token,
+            eos_token => self.eos_token,
+        };
+        let mut out = CappedWriter(Vec::new());
+        template.render_captured_to(ctx, &mut out).map_err(|e| match out.0.len() >= TEMPLATE_OUTPUT_MAX {
+            true => Error::ChatTemplate(format!("the output exceeds {TEMPLATE_OUTPUT_MAX} bytes")),
+            false => Error::ChatTemplate(one_line(&e)),
+        })?;
+        String::from_utf8(out.0).map_err(|_| Error::ChatTemplate("the output is not UTF-8".into()))
+    }
+}
+
+/// Instructions a template may execute per render: real chat templates use a few thousand.
+const TEMPLATE_FUEL: u64 = 2_000_000;
+/// Nested macro calls and includes; minijinja's own ceiling is 500.
+const TEMPLATE_RECURSION: usize = 100;
+/// A rendered prompt larger than this cannot fit any context ffnskip runs.
+const TEMPLATE_OUTPUT_MAX: usize = 4 << 20;
+
+/// Stops the render once the output passes [`TEMPLATE_OUTPUT_MAX`].
+struct CappedWriter(Vec<u8>);
+
+impl std::io::Write for CappedWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.0.len() + buf.len() > TEMPLATE_OUTPUT_MAX {
+            self.0.resize(TEMPLATE_OUTPUT_MAX, 0);
+            return Err(std::io::Error::other("chat template output too large"));
+        }
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// minijinja's Display adds the template source around the error over several lines; the CLI
+/// prints one line.
+fn one_line(e: &minijinja::Error) -> String {
+    match e.detail() {
+        Some(d) => format!("{}: {d}", e.kind()),
+        None => e.kind().to_string(),
     }
 }
 
@@ -122,6 +165,26 @@ mod tests {
         assert_eq!(t.render(&[Message::new("user", " hey ")], false).unwrap(), "HEY");
         let err = t.render(&[Message::new("system", "x")], false).unwrap_err();
         assert!(err.to_string().contains("first must be user"), "{err}");
+    }
+
+    #[test]
+    fn a_template_that_loops_or_recurses_forever_runs_out_of_fuel() {
+        let msgs = [Message::new("user", "x")];
+        for src in [
+            "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+            "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}",
+        ] {
+            let err = ChatTemplate::new(src, "", "").unwrap().render(&msgs, true).unwrap_err().to_string();
+            assert!(err.contains("fuel") || err.contains("recursion"), "{err}");
+            assert_eq!(err.lines().count(), 1, "{err}");
+        }
+    }
+
+    #[test]
+    fn huge_output_is_cut_off() {
+        let src = "{% for i in range(10000) %}{{ 'x' * 10000 }}{% endfor %}";
+        let err = ChatTemplate::new(src, "", "").unwrap().render(&[], true).unwrap_err();
+        assert!(err.to_string().contains("exceeds"), "{err}");
     }
 
     #[test]

@@ -23,6 +23,9 @@ pub enum Error {
     #[error("GGUF metadata: {0}")]
     Metadata(String),
 
+    #[error("tensor '{0}' holds NaN or infinite values")]
+    NonFinite(String),
+
     #[error("GGUF is missing tensor '{0}'")]
     MissingTensor(String),
 

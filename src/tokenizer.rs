@@ -89,6 +89,27 @@ impl Vocabulary {
     }
 }
 
+/// Special-token ids name existing tokens, and no control token is listed twice (the second
+/// copy would be unreachable and decoding ambiguous).
+fn check_specials(v: &Vocabulary) -> Result<()> {
+    for (what, id) in [("BOS", v.bos), ("EOS", v.eos), ("EOT", v.eot)] {
+        if let Some(id) = id.filter(|&id| id as usize >= v.tokens.len()) {
+            return Err(Error::Tokenizer(format!(
+                "the {what} token id {id} is outside the vocabulary of {} tokens",
+                v.tokens.len()
+            )));
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    let specials = v.tokens.iter().zip(&v.token_types).filter(|(_, &t)| t == TYPE_CONTROL || t == TYPE_USER_DEFINED);
+    for (tok, _) in specials {
+        if !seen.insert(tok.as_str()) {
+            return Err(Error::Tokenizer(format!("special token '{tok}' appears twice in the vocabulary")));
+        }
+    }
+    Ok(())
+}
+
 fn tok_err(e: Error) -> Error {
     Error::Tokenizer(e.to_string())
 }
@@ -112,6 +133,7 @@ impl Tokenizer {
         if v.token_types.len() != v.tokens.len() || v.scores.len() != v.tokens.len() {
             return Err(Error::Tokenizer("token, type and score arrays differ in length".into()));
         }
+        check_specials(&v)?;
         let (mut hf, token_bytes) = match v.model.as_str() {
             "gpt2" => (byte_level_bpe(&v)?, byte_level_bytes(&v)),
             "llama" => (sentencepiece_bpe(&v)?, sentencepiece_bytes(&v)),

@@ -66,6 +66,9 @@ struct Q5_0;
 struct Q5_1;
 
 /// The low and high nibbles of the 16 bytes at `p` (values 0..16 and 16..32), 0..=15.
+///
+/// # Safety
+/// `p` points at 16 readable bytes.
 #[inline(always)]
 unsafe fn nibbles(p: *const u8) -> [uint8x16_t; 2] {
     let x = vld1q_u8(p);
@@ -73,6 +76,9 @@ unsafe fn nibbles(p: *const u8) -> [uint8x16_t; 2] {
 }
 
 /// The 5-bit values 0..=31 of the Q5 block part at `p`: `qh` (4 bytes), then `qs` (16).
+///
+/// # Safety
+/// `p` points at 20 readable bytes.
 #[inline(always)]
 unsafe fn five_bits(p: *const u8) -> [uint8x16_t; 2] {
     let [lo, hi] = nibbles(p.add(4));
@@ -189,6 +195,9 @@ pub(super) fn lanes(acc: [float32x4_t; 2]) -> [f32; 8] {
 }
 
 /// Lane `k`: `Σ_{i=4k}^{4k+3} q_i·a_i` over the 16 bytes (exact, see the header).
+///
+/// # Safety
+/// No memory access: unsafe only because NEON intrinsics are, which every aarch64 CPU has.
 #[inline(always)]
 unsafe fn dot16(q: int8x16_t, a: int8x16_t) -> int32x4_t {
     let lo = vmull_s8(vget_low_s8(q), vget_low_s8(a));

@@ -50,6 +50,21 @@ pub enum RopePairs {
     Halves,
 }
 
+/// Ceilings on hyper-parameters read from an untrusted file, far above any real llama-family
+/// model: they stop a crafted header from sizing layer tables, caches or workspaces in the
+/// terabytes before the tensor shapes could contradict it.
+const MAX_LAYERS: usize = 4096;
+const MAX_WIDTH: usize = 1 << 20;
+const MAX_HEAD_DIM: usize = 1 << 12;
+const MAX_CONTEXT: usize = 1 << 24;
+
+fn bounded(what: &str, value: usize, max: usize) -> Result<usize> {
+    match value <= max {
+        true => Ok(value),
+        false => Err(Error::Metadata(format!("{what} {value} exceeds the limit of {max}"))),
+    }
+}
+
 /// The KV padding of llama.cpp 0c1e570, the peer engine (DESIGN §4): 256 positions. The
 /// version that produced the SmolLM2 reference outputs (c392e50) padded to 32.
 pub const PEER_KV_PAD: usize = 256;
@@ -87,12 +102,12 @@ impl Config {
         let architecture =
             Architecture::from_name(&arch).ok_or_else(|| Error::UnsupportedArchitecture(arch.clone()))?;
         let key = |k: &str| format!("{arch}.{k}");
-        let n_layers = gguf.u64(&key("block_count"))? as usize;
-        let dim = gguf.u64(&key("embedding_length"))? as usize;
-        let ffn_dim = gguf.u64(&key("feed_forward_length"))? as usize;
-        let n_heads = gguf.u64(&key("attention.head_count"))? as usize;
+        let n_layers = bounded("block count", gguf.u64(&key("block_count"))? as usize, MAX_LAYERS)?;
+        let dim = bounded("width", gguf.u64(&key("embedding_length"))? as usize, MAX_WIDTH)?;
+        let ffn_dim = bounded("FFN width", gguf.u64(&key("feed_forward_length"))? as usize, MAX_WIDTH)?;
+        let n_heads = bounded("head count", gguf.u64(&key("attention.head_count"))? as usize, MAX_WIDTH)?;
         let n_kv_heads = gguf.u64(&key("attention.head_count_kv")).unwrap_or(n_heads as u64) as usize;
-        if n_layers == 0 || dim == 0 || n_heads == 0 || n_kv_heads == 0 {
+        if n_layers == 0 || dim == 0 || ffn_dim == 0 || n_heads == 0 || n_kv_heads == 0 {
             return Err(Error::Metadata("layer, width and head counts must be positive".into()));
         }
         if !dim.is_multiple_of(n_heads) || !n_heads.is_multiple_of(n_kv_heads) {
@@ -102,11 +117,21 @@ impl Config {
         }
         let head_dim = gguf.u64(&key("attention.key_length")).map(|d| d as usize).unwrap_or(dim / n_heads);
         let rope_dim = gguf.u64(&key("rope.dimension_count")).map(|d| d as usize).unwrap_or(head_dim);
-        if rope_dim > head_dim || !rope_dim.is_multiple_of(2) {
+        if head_dim == 0 || rope_dim > head_dim || !rope_dim.is_multiple_of(2) {
             return Err(Error::Metadata(format!("rope dimension {rope_dim} does not fit head size {head_dim}")));
         }
+        let head_dim = bounded("head size", head_dim, MAX_HEAD_DIM)?;
+        let context_len = bounded("context length", gguf.u64(&key("context_length")).unwrap_or(2048) as usize, MAX_CONTEXT)?;
         let embd = gguf.tensor_dims("token_embd.weight")?;
-        let vocab_size = embd[0];
+        let vocab_size = match embd.as_slice() {
+            [rows, _] => *rows,
+            _ => return Err(Error::Metadata(format!("token_embd.weight has shape {embd:?}, not [vocab, width]"))),
+        };
+        let rope_base = gguf.f32(&key("rope.freq_base")).unwrap_or(10_000.0);
+        let rms_eps = gguf.f32(&key("attention.layer_norm_rms_epsilon")).unwrap_or(1e-5);
+        if !(rope_base.is_finite() && rope_base > 0.0 && rms_eps.is_finite() && rms_eps >= 0.0) {
+            return Err(Error::Metadata(format!("RoPE base {rope_base} or RMS epsilon {rms_eps} is out of range")));
+        }
         Ok(Self {
             architecture,
             n_layers,
@@ -116,9 +141,9 @@ impl Config {
             n_kv_heads,
             head_dim,
             rope_dim,
-            rope_base: gguf.f32(&key("rope.freq_base")).unwrap_or(10_000.0),
-            rms_eps: gguf.f32(&key("attention.layer_norm_rms_epsilon")).unwrap_or(1e-5),
-            context_len: gguf.u64(&key("context_length")).unwrap_or(2048) as usize,
+            rope_base,
+            rms_eps,
+            context_len,
             kv_pad: PEER_KV_PAD,
             vocab_size,
             tied_embeddings: !gguf.has_tensor("output.weight"),

@@ -1,17 +1,18 @@
-//! Opening a GGUF file: validation of the header and tensor bounds, typed metadata access, and
+//! Opening a GGUF file: validation of the header (see [`gguf_check`]) and tensor layout, typed metadata access, and
 //! reading tensors straight out of a memory map (no intermediate buffer per tensor).
 
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use candle_core::quantized::gguf_file::{Content, Value};
+use candle_core::quantized::gguf_file::{Content, TensorInfo, Value};
 use candle_core::quantized::{ggml_file, GgmlDType, QTensor};
 use candle_core::Device;
-use memmap2::Mmap;
+use memmap2::{Mmap, MmapMut};
 
 use crate::error::{Error, Result};
+use crate::model::gguf_check;
 use crate::kernels::WeightBytes;
 
 /// The quantisation types whose CPU kernels candle provides and ffnskip has tested.
@@ -47,32 +48,41 @@ impl GgufFile {
         if file.metadata()?.is_dir() {
             return Err(Error::NotGguf { path: path_buf, reason: "it is a directory".into() });
         }
-        let mut magic = [0u8; 4];
-        let mut reader = BufReader::new(file);
-        if reader.read_exact(&mut magic).is_err() || &magic != b"GGUF" {
-            return Err(Error::NotGguf {
-                path: path_buf,
-                reason: "it does not start with the GGUF magic".into(),
-            });
+        // SAFETY: the map is read-only and the file is not modified while ffnskip runs; a
+        // concurrent writer could change the weights under us, which is the usual mmap caveat.
+        // Every slice taken from it below is bounds-checked against its length first.
+        let mmap = unsafe { Mmap::map(&file)? };
+        Self::from_map(path_buf, mmap)
+    }
+
+    /// A GGUF held in memory (a fuzzer's input, a file received over the network): the bytes
+    /// are copied into an anonymous read-only map so weights are read exactly as from a file.
+    /// `label` names the source in error messages.
+    pub fn from_bytes(label: &Path, bytes: &[u8]) -> Result<Self> {
+        // Maps cannot be empty; an empty input gets one zero byte, which fails the magic check.
+        let mut anon = MmapMut::map_anon(bytes.len().max(1))?;
+        anon[..bytes.len()].copy_from_slice(bytes);
+        Self::from_map(label.to_path_buf(), anon.make_read_only()?)
+    }
+
+    fn from_map(path: PathBuf, mmap: Mmap) -> Result<Self> {
+        if mmap.len() < 4 || &mmap[..4] != b"GGUF" {
+            return Err(Error::NotGguf { path, reason: "it does not start with the GGUF magic".into() });
         }
-        let mut file = reader.into_inner();
-        use std::io::Seek;
-        file.seek(std::io::SeekFrom::Start(0))?;
-        let content = Content::read(&mut BufReader::new(&mut file)).map_err(|e| {
+        let corrupt = |reason: String| Error::CorruptGguf { path: path.clone(), reason };
+        let facts = gguf_check::scan(&mut Cursor::new(&mmap[..]), mmap.len() as u64).map_err(corrupt)?;
+        let content = Content::read(&mut Cursor::new(&mmap[..])).map_err(|e| {
             let reason = first_line(&e.to_string());
             match reason.strip_prefix("unknown dtype for tensor ") {
                 Some(id) => Error::UnsupportedQuantisation {
                     tensor: "in the header".into(),
                     dtype: format!("ggml type {id}"),
                 },
-                None => Error::CorruptGguf { path: path_buf.clone(), reason },
+                None => corrupt(reason),
             }
         })?;
-        // SAFETY: the map is read-only and the file is not modified while ffnskip runs; a
-        // concurrent writer could change the weights under us, which is the usual mmap caveat.
-        let mmap = unsafe { Mmap::map(&file)? };
-        let gguf = Self { path: path_buf, content, mmap: Arc::new(mmap) };
-        gguf.check_tensor_bounds()?;
+        let gguf = Self { path: path.clone(), content, mmap: Arc::new(mmap) };
+        gguf.check_tensor_layout(facts.alignment)?;
         Ok(gguf)
     }
 
@@ -80,38 +90,53 @@ impl GgufFile {
         &self.path
     }
 
-    fn check_tensor_bounds(&self) -> Result<()> {
+    /// Every tensor lies inside the file, starts on the alignment and overlaps no other, so
+    /// the slices [`Self::tensor`] and [`Self::mapped_tensor`] take are always in bounds.
+    fn check_tensor_layout(&self, alignment: u64) -> Result<()> {
         let file_len = self.mmap.len() as u64;
+        let mut ranges = Vec::with_capacity(self.content.tensor_infos.len());
         for (name, info) in &self.content.tensor_infos {
+            if info.offset % alignment != 0 {
+                return Err(self.corrupt(format!(
+                    "tensor '{name}' starts at offset {} which is not a multiple of the alignment {alignment}",
+                    info.offset
+                )));
+            }
             let (start, len) = self.tensor_range(name, info)?;
-            if start.saturating_add(len) > file_len {
-                return Err(Error::CorruptGguf {
-                    path: self.path.clone(),
-                    reason: format!(
-                        "tensor '{name}' needs bytes {start}..{} but the file has {file_len}",
-                        start + len
-                    ),
-                });
+            match start.checked_add(len) {
+                Some(end) if end <= file_len => ranges.push((start, end, name)),
+                _ => {
+                    return Err(self.corrupt(format!(
+                        "tensor '{name}' needs {len} bytes from {start} but the file has {file_len}"
+                    )))
+                }
+            }
+        }
+        ranges.sort();
+        for pair in ranges.windows(2) {
+            let ((_, end, a), (start, _, b)) = (pair[0], pair[1]);
+            if start < end {
+                return Err(self.corrupt(format!("tensors '{a}' and '{b}' overlap")));
             }
         }
         Ok(())
     }
 
-    fn tensor_range(
-        &self,
-        name: &str,
-        info: &candle_core::quantized::gguf_file::TensorInfo,
-    ) -> Result<(u64, u64)> {
-        let elems = info.shape.elem_count();
+    fn corrupt(&self, reason: String) -> Error {
+        Error::CorruptGguf { path: self.path.clone(), reason }
+    }
+
+    /// The tensor's byte range; overflow-checked because the shape comes from the file.
+    fn tensor_range(&self, name: &str, info: &TensorInfo) -> Result<(u64, u64)> {
+        let too_big = || self.corrupt(format!("tensor '{name}' claims more bytes than a file can hold"));
+        let elems = info.shape.dims().iter().try_fold(1usize, |n, &d| n.checked_mul(d)).ok_or_else(too_big)?;
         let block = info.ggml_dtype.block_size();
         if !elems.is_multiple_of(block) {
-            return Err(Error::CorruptGguf {
-                path: self.path.clone(),
-                reason: format!("tensor '{name}' has {elems} elements, not a multiple of {block}"),
-            });
+            return Err(self.corrupt(format!("tensor '{name}' has {elems} elements, not a multiple of {block}")));
         }
-        let len = (elems / block * info.ggml_dtype.type_size()) as u64;
-        Ok((self.content.tensor_data_offset + info.offset, len))
+        let len = (elems / block).checked_mul(info.ggml_dtype.type_size()).ok_or_else(too_big)? as u64;
+        let start = self.content.tensor_data_offset.checked_add(info.offset).ok_or_else(too_big)?;
+        Ok((start, len))
     }
 
     pub fn has_tensor(&self, name: &str) -> bool {
@@ -124,7 +149,7 @@ impl GgufFile {
     }
 
     /// The tensor's description, if its type is one this engine reads.
-    fn supported(&self, name: &str) -> Result<&candle_core::quantized::gguf_file::TensorInfo> {
+    fn supported(&self, name: &str) -> Result<&TensorInfo> {
         let info = self.info(name)?;
         if !SUPPORTED_DTYPES.contains(&info.ggml_dtype) {
             return Err(Error::UnsupportedQuantisation {
@@ -135,7 +160,7 @@ impl GgufFile {
         Ok(info)
     }
 
-    fn info(&self, name: &str) -> Result<&candle_core::quantized::gguf_file::TensorInfo> {
+    fn info(&self, name: &str) -> Result<&TensorInfo> {
         self.content.tensor_infos.get(name).ok_or_else(|| Error::MissingTensor(name.to_string()))
     }
 

@@ -4,6 +4,7 @@ mod attention;
 pub mod config;
 mod embedding;
 pub mod gguf;
+mod gguf_check;
 mod kv_cache;
 pub mod linear;
 mod llama;

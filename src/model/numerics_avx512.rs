@@ -17,6 +17,9 @@ pub fn available() -> bool {
 }
 
 /// 16 f16 values at `p` as f32 (exact).
+///
+/// # Safety
+/// `p` points at 16 readable f16 values (an unaligned load), and the CPU has AVX-512F and F16C.
 #[target_feature(enable = "avx512f,f16c")]
 #[inline]
 unsafe fn load16(p: *const f16) -> __m512 {

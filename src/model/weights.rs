@@ -1,7 +1,7 @@
 //! The weights of a llama-family model, named after the GGUF tensors
 //! (`blk.{l}.attn_q.weight` ↔ HF `model.layers.{l}.self_attn.q_proj.weight`, and so on).
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::config::Config;
 use crate::model::embedding::Embedding;
 use crate::model::gguf::GgufFile;
@@ -96,8 +96,14 @@ impl Weights {
     }
 }
 
+/// A norm weight, bias or RoPE factor: a NaN or infinity here would poison every activation
+/// downstream without an error, so it is refused at load time.
 fn vector(gguf: &GgufFile, name: &str, len: usize) -> Result<Vec<f32>> {
     let t = gguf.tensor(name)?;
     check_shape(name, t.shape().dims(), &[len])?;
-    Ok(t.dequantize(&candle_core::Device::Cpu)?.to_vec1::<f32>()?)
+    let v = t.dequantize(&candle_core::Device::Cpu)?.to_vec1::<f32>()?;
+    match v.iter().all(|x| x.is_finite()) {
+        true => Ok(v),
+        false => Err(Error::NonFinite(name.to_string())),
+    }
 }

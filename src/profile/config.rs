@@ -36,8 +36,12 @@ impl SkipConfig {
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::InvalidArgument(format!("reading skip config {}: {e}", path.display())))?;
-        let config: Self = serde_json::from_str(&text)
-            .map_err(|e| Error::InvalidArgument(format!("skip config {}: {e}", path.display())))?;
+        Self::from_json(&text).map_err(|e| Error::InvalidArgument(format!("skip config {}: {e}", path.display())))
+    }
+
+    /// Parses a skip config and checks that its policy spec parses.
+    pub fn from_json(text: &str) -> Result<Self> {
+        let config: Self = serde_json::from_str(text).map_err(|e| Error::InvalidArgument(e.to_string()))?;
         config.spec()?;
         Ok(config)
     }

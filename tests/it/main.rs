@@ -6,6 +6,7 @@ mod eval;
 mod fetch;
 mod forward;
 mod generate_cli;
+mod hostile;
 mod profile;
 mod reference;
 mod skip;

@@ -26,7 +26,11 @@ pub struct TinyModel {
     pub wrong_ffn_shape: bool,
     /// Zero `blk.N.ffn_down.weight` of this layer, so its FFN adds exactly nothing.
     pub zero_ffn_down: Option<usize>,
+    /// Changes the metadata and tensors just before they are written (hostile variants).
+    pub edit: Option<Edit>,
 }
+
+pub type Edit = fn(&mut Vec<(String, Value)>, &mut Vec<(String, QTensor)>);
 
 impl Default for TinyModel {
     fn default() -> Self {
@@ -37,6 +41,7 @@ impl Default for TinyModel {
             qkv_bias: false,
             wrong_ffn_shape: false,
             zero_ffn_down: None,
+            edit: None,
         }
     }
 }
@@ -105,7 +110,7 @@ impl TinyModel {
         }
         let arch = self.architecture;
         let strings = |v: &[String]| Value::Array(v.iter().map(|s| Value::String(s.clone())).collect());
-        let metadata: Vec<(String, Value)> = vec![
+        let mut metadata: Vec<(String, Value)> = vec![
             ("general.architecture".into(), Value::String(arch.into())),
             (format!("{arch}.block_count"), Value::U32(N_LAYERS as u32)),
             (format!("{arch}.embedding_length"), Value::U32(DIM as u32)),
@@ -124,6 +129,9 @@ impl TinyModel {
             ("tokenizer.ggml.add_bos_token".into(), Value::Bool(false)),
             ("tokenizer.chat_template".into(), Value::String(CHATML.into())),
         ];
+        if let Some(edit) = self.edit {
+            edit(&mut metadata, &mut tensors);
+        }
         let md: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
         let ts: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
         let mut file = std::fs::File::create(path).unwrap();

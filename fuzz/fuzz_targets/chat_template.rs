@@ -1,0 +1,22 @@
+//! Fuzzed chat templates rendered with fuzzed messages: any template ends in output or a
+//! clean error within the fuel and output limits.
+#![no_main]
+
+use arbitrary::Arbitrary;
+use ffnskip::chat::{ChatTemplate, Message};
+use libfuzzer_sys::fuzz_target;
+
+#[derive(Debug, Arbitrary)]
+struct Input {
+    template: String,
+    bos: String,
+    eos: String,
+    messages: Vec<(String, String)>,
+    add_generation_prompt: bool,
+}
+
+fuzz_target!(|input: Input| {
+    let Ok(t) = ChatTemplate::new(&input.template, &input.bos, &input.eos) else { return };
+    let messages: Vec<Message> = input.messages.iter().map(|(r, c)| Message::new(r, c)).collect();
+    let _ = t.render(&messages, input.add_generation_prompt);
+});
