@@ -8,6 +8,7 @@ mod forward;
 mod generate_cli;
 mod profile;
 mod reference;
+mod server;
 mod skip;
 mod speculate;
 mod tiny_model;
