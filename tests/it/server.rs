@@ -307,3 +307,18 @@ fn serve_concurrent_greedy_requests_equal_the_cli() {
         assert_eq!(stdout(&out), format!("{served}\n"), "{kind} {prompt:?} under {policy}");
     }
 }
+
+#[test]
+fn serve_answers_the_official_openai_client() {
+    let has_openai = Command::new("python3").args(["-c", "import openai"]).status().is_ok_and(|s| s.success());
+    if !has_openai {
+        eprintln!("skipped: the Python `openai` package is not installed (python3 -m pip install openai)");
+        return;
+    }
+    let server = Server::start(&["--api-key", KEY]);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/openai-client.py");
+    let base = format!("http://{}/v1", server.addr);
+    let out = Command::new("python3").args([script, "--base-url", &base, "--api-key", KEY]).output().unwrap();
+    assert!(out.status.success(), "{}{}", stdout(&out), String::from_utf8_lossy(&out.stderr));
+    assert!(stdout(&out).contains("all ok"));
+}
