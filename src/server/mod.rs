@@ -63,7 +63,6 @@ pub struct AppState {
     created: u64,
 }
 
-
 /// Binds the address, then loads the model with `load` on the engine thread while already
 /// answering `/health` (503 until loaded), and serves until the process ends. `on_listen`
 /// gets the bound address (the port is chosen by the OS when `port` is 0).
