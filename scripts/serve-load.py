@@ -80,7 +80,7 @@ def stream_request(url, body, api_key, drop_after=None):
     return "".join(text), n, times, True
 
 
-def body_for(i, rng, ffnskip):
+def body_for(rng, policies):
     body = {
         "prompt": rng.choice(PROMPTS),
         "max_tokens": rng.choice([8, 16, 32, 64]),
@@ -88,8 +88,8 @@ def body_for(i, rng, ffnskip):
         "stream": True,
         "stream_options": {"include_usage": True},
     }
-    if ffnskip:
-        body["ffnskip"] = {"policy": rng.choice(POLICIES)}
+    if policies:
+        body["ffnskip"] = {"policy": rng.choice(policies)}
     return body
 
 
@@ -108,6 +108,7 @@ def main():
     ap.add_argument("--check", action="store_true", help="compare every answer with the request run alone")
     ap.add_argument("--llama", action="store_true", help="the server is llama-server: no ffnskip extension")
     ap.add_argument("--pid", type=int, help="server PID, for RSS before and after")
+    ap.add_argument("--policies", default=",".join(POLICIES), help="comma-separated specs requests choose from")
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
 
@@ -115,7 +116,7 @@ def main():
     plan = []
     for c in range(args.clients):
         for r in range(args.requests):
-            body = body_for(len(plan), rng, not args.llama)
+            body = body_for(rng, [] if args.llama else args.policies.split(","))
             if args.max_tokens:
                 body["max_tokens"] = args.max_tokens
             k = len(plan) + 1
