@@ -26,8 +26,13 @@ pub struct ModelArgs {
 
 impl ModelArgs {
     pub fn load(&self) -> Result<Engine> {
+        Ok(self.load_engine()?)
+    }
+
+    /// `load` with the library's error type, for callers that keep it.
+    pub fn load_engine(&self) -> ffnskip::Result<Engine> {
         configure_threads(self.threads);
-        Ok(Engine::load_named(self.model.as_deref())?)
+        Engine::load_named(self.model.as_deref())
     }
 
     /// The thread count in effect (after `load`).

@@ -8,6 +8,7 @@ mod eval;
 mod generate;
 mod report;
 mod profile;
+mod serve;
 mod text;
 
 use anyhow::Result;
@@ -38,6 +39,8 @@ pub enum Command {
     Profile(profile::ProfileArgs),
     /// Choose skip settings whose realised skip ratio on a text meets a target; write a skip config.
     Calibrate(calibrate::CalibrateArgs),
+    /// Serve the model over HTTP with an OpenAI-compatible API.
+    Serve(serve::ServeArgs),
     /// Fetch a model into the cache (if needed) and print its path.
     Fetch(FetchArgs),
     /// List the models known by name, their sizes and whether the cache holds them.
@@ -56,6 +59,7 @@ pub fn run(args: Args) -> Result<()> {
         Command::Report(a) => report::run(a),
         Command::Profile(a) => profile::run(a),
         Command::Calibrate(a) => calibrate::run(a),
+        Command::Serve(a) => serve::run(a),
         Command::Fetch(a) => {
             println!("{}", ffnskip::catalog::resolve(Some(&a.model))?.display());
             Ok(())

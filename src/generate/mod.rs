@@ -2,17 +2,16 @@
 //! streaming text and stopping at end-of-turn tokens, stop strings or the token limit.
 
 mod decoder;
+mod generator;
 mod session;
 mod stats;
 mod stop;
 mod warmup_split;
 
-use std::collections::VecDeque;
-use std::time::Instant;
-
 use serde::Serialize;
 
 pub use decoder::{DecodeSpec, Decoder};
+pub use generator::Generator;
 pub use session::Session;
 pub use stats::SkipStats;
 pub use stop::StopMatcher;
@@ -20,10 +19,9 @@ pub use warmup_split::WarmupSplit;
 
 use crate::error::Result;
 use crate::model::BlockCounts;
-use crate::sampling::{Sampler, SamplingParams};
-use crate::skip::{Dense, SkipPolicy};
+use crate::sampling::SamplingParams;
 use crate::speculate::SpecStats;
-use crate::tokenizer::{Tokenizer, Utf8Stream};
+use crate::tokenizer::Tokenizer;
 
 #[derive(Debug, Clone)]
 pub struct GenerateOptions {
@@ -101,102 +99,7 @@ pub fn generate(
     decoder: &mut Decoder,
     on_text: &mut dyn FnMut(&str),
 ) -> Result<Generation> {
-    let n_layers = session.model().config.n_layers;
-    let cached_before = session.tokens().iter().zip(prompt).take_while(|(a, b)| a == b).count();
-
-    let t0 = Instant::now();
-    let mut prefill_counts = BlockCounts::new(n_layers);
-    let mut logits = Vec::new();
-    let prefill_policy: &mut dyn SkipPolicy = match decoder {
-        Decoder::Stepwise(policy) => policy.as_mut(),
-        Decoder::Speculative(_) => &mut Dense,
-    };
-    session.prefill(prompt, prefill_policy, &mut prefill_counts, &mut logits)?;
-    let prefill_secs = t0.elapsed().as_secs_f64();
-    let prefilled_tokens = prompt.len() - cached_before.min(prompt.len() - 1);
-
-    let t1 = Instant::now();
-    let mut sampler = Sampler::new(opts.sampling.clone());
-    let mut utf8 = Utf8Stream::default();
-    let mut stops = StopMatcher::new(&opts.stop_strings);
-    let mut counts = WarmupSplit::new(n_layers);
-    let mut tokens = Vec::new();
-    let mut text = String::new();
-    let (mut decode_steps, mut decode_rows) = (0, 0);
-    let mut stopped_by_string = false;
-    let mut emit = |piece: &str, text: &mut String| {
-        if !piece.is_empty() {
-            on_text(piece);
-            text.push_str(piece);
-        }
-    };
-    // Tokens chosen but not yet emitted. All but the last are already in the cache (accepted
-    // speculative drafts); the last is fed when the queue runs dry.
-    let mut queue = VecDeque::from([sampler.sample(&mut logits, session.tokens())]);
-    let finish_reason = loop {
-        if opts.max_tokens == 0 {
-            break FinishReason::Length;
-        }
-        let token = queue.pop_front().expect("the queue is refilled before it runs dry");
-        if tokenizer.stop_tokens().contains(&token) {
-            break FinishReason::Stop;
-        }
-        tokens.push(token);
-        let (piece, hit_stop) = stops.push(&utf8.push(tokenizer.bytes(token)));
-        emit(&piece, &mut text);
-        if hit_stop {
-            stopped_by_string = true;
-            break FinishReason::Stop;
-        }
-        if tokens.len() >= opts.max_tokens {
-            break FinishReason::Length;
-        }
-        if queue.is_empty() && session.tokens().len() >= session.capacity() {
-            break FinishReason::Context;
-        }
-        decode_steps += 1;
-        if !queue.is_empty() {
-            continue;
-        }
-        // Decode: run the new token through the model to get the next one(s).
-        match decoder {
-            Decoder::Stepwise(policy) => {
-                counts.decode(session, token, policy.as_mut(), &mut logits)?;
-                decode_rows += 1;
-                queue.push_back(sampler.sample(&mut logits, session.tokens()));
-            }
-            Decoder::Speculative(speculator) => {
-                let tokens = speculator.cycle(session, &mut sampler, token, &mut counts.all)?;
-                decode_rows = speculator.stats().verified_rows;
-                queue.extend(tokens);
-            }
-        }
-    };
-    if !stopped_by_string {
-        // Flush what was held back: an incomplete UTF-8 tail, a partial stop string.
-        let (piece, hit) = stops.push(&utf8.finish());
-        emit(&piece, &mut text);
-        if !hit {
-            emit(&stops.finish(), &mut text);
-        }
-    }
-    let speculation = match decoder {
-        Decoder::Stepwise(_) => None,
-        Decoder::Speculative(speculator) => Some(speculator.take_stats()),
-    };
-    Ok(Generation {
-        text,
-        tokens,
-        prompt_tokens: prompt.len(),
-        prefilled_tokens,
-        prefill_secs,
-        decode_steps,
-        decode_rows,
-        decode_secs: t1.elapsed().as_secs_f64(),
-        finish_reason,
-        decode_counts: counts.all,
-        post_warmup_counts: counts.post_warmup,
-        post_warmup_steps: counts.post_warmup_steps,
-        speculation,
-    })
+    let mut generator = Generator::start(session, prompt, opts, decoder)?;
+    while generator.step(session, tokenizer, decoder, on_text)?.is_none() {}
+    Ok(generator.finish(decoder))
 }

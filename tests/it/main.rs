@@ -9,6 +9,7 @@ mod generate_cli;
 mod hostile;
 mod profile;
 mod reference;
+mod server;
 mod skip;
 mod skip_seam;
 mod speculate;

@@ -1,0 +1,182 @@
+//! One generation as a state machine: `start` prefills, each `step` emits one token (decoding
+//! when no accepted draft is queued), `finish` gives the statistics. The CLI runs the steps in
+//! one loop; the server interleaves the steps of several generations, each with its own state.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use super::{Decoder, FinishReason, GenerateOptions, Generation, Session, StopMatcher, WarmupSplit};
+use crate::error::Result;
+use crate::model::BlockCounts;
+use crate::sampling::Sampler;
+use crate::skip::{Dense, SkipPolicy};
+use crate::tokenizer::{Tokenizer, Utf8Stream};
+
+pub struct Generator {
+    max_tokens: usize,
+    sampler: Sampler,
+    utf8: Utf8Stream,
+    stops: StopMatcher,
+    logits: Vec<f32>,
+    counts: WarmupSplit,
+    tokens: Vec<u32>,
+    text: String,
+    decode_steps: usize,
+    decode_rows: usize,
+    prompt_tokens: usize,
+    prefilled_tokens: usize,
+    prefill_secs: f64,
+    decode_start: Instant,
+    /// Tokens chosen but not yet emitted. All but the last are already in the cache (accepted
+    /// speculative drafts); the last is fed when the queue runs dry.
+    queue: VecDeque<u32>,
+    finish_reason: Option<FinishReason>,
+}
+
+impl Generator {
+    /// Prefills `prompt` (reusing what the session's cache already holds) and samples the
+    /// first token.
+    pub fn start(session: &mut Session, prompt: &[u32], opts: &GenerateOptions, decoder: &mut Decoder) -> Result<Self> {
+        let n_layers = session.model().config.n_layers;
+        let cached_before = session.tokens().iter().zip(prompt).take_while(|(a, b)| a == b).count();
+        let t0 = Instant::now();
+        let mut prefill_counts = BlockCounts::new(n_layers);
+        let mut logits = Vec::new();
+        let prefill_policy: &mut dyn SkipPolicy = match decoder {
+            Decoder::Stepwise(policy) => policy.as_mut(),
+            Decoder::Speculative(_) => &mut Dense,
+        };
+        session.prefill(prompt, prefill_policy, &mut prefill_counts, &mut logits)?;
+        let prefill_secs = t0.elapsed().as_secs_f64();
+        let mut sampler = Sampler::new(opts.sampling.clone());
+        let first = sampler.sample(&mut logits, session.tokens());
+        Ok(Self {
+            max_tokens: opts.max_tokens,
+            sampler,
+            utf8: Utf8Stream::default(),
+            stops: StopMatcher::new(&opts.stop_strings),
+            logits,
+            counts: WarmupSplit::new(n_layers),
+            tokens: Vec::new(),
+            text: String::new(),
+            decode_steps: 0,
+            decode_rows: 0,
+            prompt_tokens: prompt.len(),
+            prefilled_tokens: prompt.len() - cached_before.min(prompt.len() - 1),
+            prefill_secs,
+            decode_start: Instant::now(),
+            queue: VecDeque::from([first]),
+            finish_reason: None,
+        })
+    }
+
+    /// Tokens generated so far.
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+
+    /// Emits the next token's text through `on_text` and runs the model when a new token is
+    /// needed. Returns the finish reason once the generation has ended (then and after: no-op).
+    pub fn step(
+        &mut self,
+        session: &mut Session,
+        tokenizer: &Tokenizer,
+        decoder: &mut Decoder,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Result<Option<FinishReason>> {
+        if self.finish_reason.is_some() {
+            return Ok(self.finish_reason);
+        }
+        let reason = self.advance(session, tokenizer, decoder, on_text)?;
+        if let Some((reason, stopped_by_string)) = reason {
+            if !stopped_by_string {
+                // Flush what was held back: an incomplete UTF-8 tail, a partial stop string.
+                let (piece, hit) = self.stops.push(&self.utf8.finish());
+                self.emit(&piece, on_text);
+                if !hit {
+                    let rest = self.stops.finish();
+                    self.emit(&rest, on_text);
+                }
+            }
+            self.finish_reason = Some(reason);
+        }
+        Ok(self.finish_reason)
+    }
+
+    /// One token: `Some((reason, stopped by a stop string))` when the generation ends.
+    fn advance(
+        &mut self,
+        session: &mut Session,
+        tokenizer: &Tokenizer,
+        decoder: &mut Decoder,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Result<Option<(FinishReason, bool)>> {
+        if self.max_tokens == 0 {
+            return Ok(Some((FinishReason::Length, false)));
+        }
+        let token = self.queue.pop_front().expect("the queue is refilled before it runs dry");
+        if tokenizer.stop_tokens().contains(&token) {
+            return Ok(Some((FinishReason::Stop, false)));
+        }
+        self.tokens.push(token);
+        let (piece, hit_stop) = self.stops.push(&self.utf8.push(tokenizer.bytes(token)));
+        self.emit(&piece, on_text);
+        if hit_stop {
+            return Ok(Some((FinishReason::Stop, true)));
+        }
+        if self.tokens.len() >= self.max_tokens {
+            return Ok(Some((FinishReason::Length, false)));
+        }
+        if self.queue.is_empty() && session.tokens().len() >= session.capacity() {
+            return Ok(Some((FinishReason::Context, false)));
+        }
+        self.decode_steps += 1;
+        if !self.queue.is_empty() {
+            return Ok(None);
+        }
+        // Decode: run the new token through the model to get the next one(s).
+        match decoder {
+            Decoder::Stepwise(policy) => {
+                self.counts.decode(session, token, policy.as_mut(), &mut self.logits)?;
+                self.decode_rows += 1;
+                self.queue.push_back(self.sampler.sample(&mut self.logits, session.tokens()));
+            }
+            Decoder::Speculative(speculator) => {
+                let tokens = speculator.cycle(session, &mut self.sampler, token, &mut self.counts.all)?;
+                self.decode_rows = speculator.stats().verified_rows;
+                self.queue.extend(tokens);
+            }
+        }
+        Ok(None)
+    }
+
+    fn emit(&mut self, piece: &str, on_text: &mut dyn FnMut(&str)) {
+        if !piece.is_empty() {
+            on_text(piece);
+            self.text.push_str(piece);
+        }
+    }
+
+    /// The generation's text, tokens and statistics (after `step` returned a finish reason).
+    pub fn finish(self, decoder: &mut Decoder) -> Generation {
+        let speculation = match decoder {
+            Decoder::Stepwise(_) => None,
+            Decoder::Speculative(speculator) => Some(speculator.take_stats()),
+        };
+        Generation {
+            text: self.text,
+            tokens: self.tokens,
+            prompt_tokens: self.prompt_tokens,
+            prefilled_tokens: self.prefilled_tokens,
+            prefill_secs: self.prefill_secs,
+            decode_steps: self.decode_steps,
+            decode_rows: self.decode_rows,
+            decode_secs: self.decode_start.elapsed().as_secs_f64(),
+            finish_reason: self.finish_reason.unwrap_or(FinishReason::Length),
+            decode_counts: self.counts.all,
+            post_warmup_counts: self.counts.post_warmup,
+            post_warmup_steps: self.counts.post_warmup_steps,
+            speculation,
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! A validated request: what the engine thread needs to generate, and the channel its output
+//! goes back on. Everything a client can get wrong is checked here, before the request queues.
+
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::error::ApiError;
+use super::types::{ChatRequest, CompletionRequest, Content, Params, Prompt, Stop};
+use super::Loaded;
+use crate::chat::Message;
+use crate::generate::DecodeSpec;
+use crate::sampling::SamplingParams;
+
+/// The largest `max_tokens` accepted at all (any request must also fit the context).
+const MAX_TOKENS_LIMIT: i64 = 1 << 20;
+/// Temperatures above this only produce noise; OpenAI's own limit.
+const MAX_TEMPERATURE: f32 = 2.0;
+
+pub struct Job {
+    pub prompt: Vec<u32>,
+    pub max_tokens: usize,
+    pub sampling: SamplingParams,
+    pub stop: Vec<String>,
+    pub spec: DecodeSpec,
+    pub events: UnboundedSender<Event>,
+}
+
+/// What the engine sends back about a job, in order: text pieces, then `Done` or `Failed`.
+#[derive(Debug)]
+pub enum Event {
+    Text(String),
+    Done(Box<Outcome>),
+    Failed(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub finish_reason: &'static str,
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+    pub policy: String,
+    pub ffn_skip_ratio: f64,
+    pub ffn_skip_ratio_post_warmup: f64,
+}
+
+/// The request's settings other than its prompt, checked.
+pub struct Settings {
+    pub max_tokens: Option<usize>,
+    pub sampling: SamplingParams,
+    pub stop: Vec<String>,
+    pub spec: DecodeSpec,
+    pub stream: bool,
+    pub include_usage: bool,
+}
+
+impl Settings {
+    pub fn from_params(p: &Params, default_spec: &DecodeSpec) -> Result<Self, ApiError> {
+        if let Some(n) = p.n {
+            if n != 1 {
+                return Err(ApiError::bad_request(format!("n must be 1 (got {n})")));
+            }
+        }
+        for (name, value) in [("frequency_penalty", p.frequency_penalty), ("presence_penalty", p.presence_penalty)] {
+            if value.is_some_and(|v| v != 0.0) {
+                return Err(ApiError::bad_request(format!("{name} is not supported (only 0)")));
+            }
+        }
+        let max_tokens = match p.max_completion_tokens.or(p.max_tokens) {
+            None => None,
+            Some(n) if !(0..=MAX_TOKENS_LIMIT).contains(&n) => {
+                return Err(ApiError::bad_request(format!("max_tokens must be in [0, {MAX_TOKENS_LIMIT}] (got {n})")))
+            }
+            Some(n) => Some(n as usize),
+        };
+        let temperature = p.temperature.unwrap_or(1.0);
+        if !(0.0..=MAX_TEMPERATURE).contains(&temperature) {
+            return Err(ApiError::bad_request(format!("temperature must be in [0, {MAX_TEMPERATURE}]")));
+        }
+        let sampling = SamplingParams {
+            temperature,
+            top_p: p.top_p.unwrap_or(1.0),
+            // Without a seed every request samples differently, as OpenAI's API does.
+            seed: p.seed.unwrap_or_else(rand::random),
+            ..SamplingParams::default()
+        };
+        sampling.validate().map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let stop = match &p.stop {
+            None => Vec::new(),
+            Some(Stop::One(s)) => vec![s.clone()],
+            Some(Stop::Many(v)) => v.clone(),
+        };
+        if stop.iter().any(String::is_empty) {
+            return Err(ApiError::bad_request("stop strings must not be empty"));
+        }
+        let spec = match p.ffnskip.as_ref().and_then(|e| e.policy.as_deref()) {
+            Some(s) => s.parse().map_err(|e| ApiError::bad_request(format!("ffnskip.policy: {e}")))?,
+            None => default_spec.clone(),
+        };
+        Ok(Self {
+            max_tokens,
+            sampling,
+            stop,
+            spec,
+            stream: p.stream.unwrap_or(false),
+            include_usage: p.stream_options.as_ref().is_some_and(|o| o.include_usage),
+        })
+    }
+
+    /// The job for `prompt`, refused when the prompt and the tokens asked for do not fit the
+    /// context (without `max_tokens`, generation may fill what the prompt leaves).
+    pub fn job(self, prompt: Vec<u32>, context: usize, events: UnboundedSender<Event>) -> Result<Job, ApiError> {
+        if prompt.is_empty() {
+            return Err(ApiError::bad_request("the prompt is empty"));
+        }
+        let max_tokens = self.max_tokens.unwrap_or(context.saturating_sub(prompt.len()));
+        if prompt.len() + max_tokens > context {
+            return Err(ApiError::bad_request(format!(
+                "the prompt ({} tokens) plus max_tokens ({max_tokens}) exceed the context of {context} tokens",
+                prompt.len()
+            )));
+        }
+        Ok(Job { prompt, max_tokens, sampling: self.sampling, stop: self.stop, spec: self.spec, events })
+    }
+}
+
+/// The chat's messages rendered by the model's template.
+pub fn chat_prompt(req: &ChatRequest, loaded: &Loaded) -> Result<String, ApiError> {
+    if req.messages.is_empty() {
+        return Err(ApiError::bad_request("messages must not be empty"));
+    }
+    if req.logprobs == Some(true) || req.top_logprobs.is_some_and(|n| n > 0) {
+        return Err(ApiError::bad_request("logprobs are not supported"));
+    }
+    let Some(template) = &loaded.chat_template else {
+        return Err(ApiError::bad_request("this model has no chat template; use /v1/completions"));
+    };
+    let messages = req
+        .messages
+        .iter()
+        .map(|m| Ok(Message::new(&m.role, &message_text(m.content.as_ref())?)))
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    template.render(&messages, true).map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+fn message_text(content: Option<&Content>) -> Result<String, ApiError> {
+    match content {
+        None => Ok(String::new()),
+        Some(Content::Text(s)) => Ok(s.clone()),
+        Some(Content::Parts(parts)) => parts
+            .iter()
+            .map(|p| match (p.kind.as_str(), &p.text) {
+                ("text", Some(t)) => Ok(t.as_str()),
+                _ => Err(ApiError::bad_request(format!("content parts of type '{}' are not supported", p.kind))),
+            })
+            .collect(),
+    }
+}
+
+pub fn completion_prompt(req: &CompletionRequest) -> Result<String, ApiError> {
+    match &req.prompt {
+        Prompt::Text(s) => Ok(s.clone()),
+        Prompt::List(v) if v.len() == 1 => Ok(v[0].clone()),
+        Prompt::List(_) => Err(ApiError::bad_request("prompt must be a string or a list of one string")),
+    }
+}

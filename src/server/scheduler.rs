@@ -1,0 +1,167 @@
+//! The engine thread: it owns the model and up to `parallel` sessions (KV cache slots), takes
+//! jobs from the queue when a slot is free, and advances every running job by one token per
+//! round, so sequences join and leave between steps. A job whose client has gone (its event
+//! channel closed) is dropped at its next step, freeing the slot.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::job::{Event, Job, Outcome};
+use super::metrics::Metrics;
+use super::Loaded;
+use crate::error::Result;
+use crate::generate::{Decoder, FinishReason, GenerateOptions, Generator, Session, SkipStats};
+use crate::model::Llama;
+
+/// How often the decode throughput gauge is refreshed.
+const RATE_WINDOW_SECS: f64 = 1.0;
+
+struct Running {
+    slot: usize,
+    job: Job,
+    decoder: Decoder,
+    generator: Generator,
+}
+
+pub struct Engine<'m> {
+    model: &'m Llama,
+    loaded: Arc<Loaded>,
+    metrics: Arc<Metrics>,
+    sessions: Vec<Session<'m>>,
+    free: Vec<usize>,
+    running: Vec<Running>,
+}
+
+impl<'m> Engine<'m> {
+    pub fn new(model: &'m Llama, loaded: Arc<Loaded>, metrics: Arc<Metrics>, parallel: usize) -> Result<Self> {
+        let sessions = (0..parallel).map(|_| Session::new(model, Some(loaded.context))).collect::<Result<Vec<_>>>()?;
+        Ok(Self { model, loaded, metrics, sessions, free: (0..parallel).rev().collect(), running: Vec::new() })
+    }
+
+    /// Serves jobs until the queue's senders are gone.
+    pub fn run(mut self, jobs: Receiver<Job>) {
+        let (mut window_start, mut window_tokens) = (Instant::now(), 0u64);
+        loop {
+            while !self.free.is_empty() {
+                let job = if self.running.is_empty() {
+                    match jobs.recv() {
+                        Ok(job) => job,
+                        Err(_) => return,
+                    }
+                } else {
+                    match jobs.try_recv() {
+                        Ok(job) => job,
+                        Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+                    }
+                };
+                self.metrics.queue_depth.fetch_sub(1, Relaxed);
+                self.admit(job);
+            }
+            self.metrics.busy_slots.store(self.running.len() as u64, Relaxed);
+            if self.running.is_empty() {
+                window_start = Instant::now();
+                continue;
+            }
+            window_tokens += self.round();
+            self.metrics.busy_slots.store(self.running.len() as u64, Relaxed);
+            let secs = window_start.elapsed().as_secs_f64();
+            if secs >= RATE_WINDOW_SECS {
+                self.metrics.set_decode_tok_s(window_tokens as f64 / secs);
+                (window_start, window_tokens) = (Instant::now(), 0);
+            }
+        }
+    }
+
+    /// Prefills a job in a free slot. The slot's cache is emptied first: reusing another
+    /// request's prefix would prefill the rest in other chunks, rounding unlike a fresh run.
+    fn admit(&mut self, job: Job) {
+        if job.events.is_closed() {
+            self.metrics.cancelled.fetch_add(1, Relaxed);
+            return;
+        }
+        let slot = self.free.pop().expect("admit is called with a free slot");
+        let session = &mut self.sessions[slot];
+        session.rewind(0);
+        let opts = GenerateOptions {
+            max_tokens: job.max_tokens,
+            sampling: job.sampling.clone(),
+            stop_strings: job.stop.clone(),
+        };
+        let started = job
+            .spec
+            .build(self.model.config.n_layers, None)
+            .and_then(|mut decoder| Ok((Generator::start(session, &job.prompt, &opts, &mut decoder)?, decoder)));
+        match started {
+            Ok((generator, decoder)) => {
+                self.metrics.prompt_tokens.fetch_add(job.prompt.len() as u64, Relaxed);
+                self.running.push(Running { slot, job, decoder, generator });
+            }
+            Err(e) => {
+                let _ = job.events.send(Event::Failed(e.to_string()));
+                self.free.push(slot);
+            }
+        }
+    }
+
+    /// One token for every running job; returns how many tokens were generated.
+    fn round(&mut self) -> u64 {
+        let mut generated = 0;
+        let mut i = 0;
+        while i < self.running.len() {
+            let r = &mut self.running[i];
+            if r.job.events.is_closed() {
+                self.metrics.cancelled.fetch_add(1, Relaxed);
+                self.release(i);
+                continue;
+            }
+            let before = r.generator.tokens().len();
+            let events = &r.job.events;
+            let step = r.generator.step(&mut self.sessions[r.slot], &self.loaded.tokenizer, &mut r.decoder, &mut |piece| {
+                let _ = events.send(Event::Text(piece.to_string()));
+            });
+            generated += (r.generator.tokens().len() - before) as u64;
+            match step {
+                Ok(None) => i += 1,
+                Ok(Some(reason)) => {
+                    let r = self.release(i);
+                    self.finish(r, reason);
+                }
+                Err(e) => {
+                    let r = self.release(i);
+                    let _ = r.job.events.send(Event::Failed(e.to_string()));
+                }
+            }
+        }
+        self.metrics.generated_tokens.fetch_add(generated, Relaxed);
+        generated
+    }
+
+    fn release(&mut self, i: usize) -> Running {
+        let r = self.running.swap_remove(i);
+        self.free.push(r.slot);
+        r
+    }
+
+    fn finish(&self, mut r: Running, reason: FinishReason) {
+        let policy = r.job.spec.to_string();
+        let gen = r.generator.finish(&mut r.decoder);
+        let skip = SkipStats::of(&gen, self.model);
+        let skipped: u64 = skip.ffn_skipped_per_layer.iter().sum();
+        self.metrics.ffn_skipped.fetch_add(skipped, Relaxed);
+        self.metrics.ffn_blocks.fetch_add((gen.decode_rows * self.model.config.n_layers) as u64, Relaxed);
+        let outcome = Outcome {
+            finish_reason: match reason {
+                FinishReason::Stop => "stop",
+                FinishReason::Length | FinishReason::Context => "length",
+            },
+            prompt_tokens: gen.prompt_tokens,
+            completion_tokens: gen.tokens.len(),
+            policy,
+            ffn_skip_ratio: skip.ffn_skip_ratio,
+            ffn_skip_ratio_post_warmup: skip.ffn_skip_ratio_post_warmup,
+        };
+        let _ = r.job.events.send(Event::Done(Box::new(outcome)));
+    }
+}
