@@ -38,6 +38,15 @@ impl DecodeSpec {
             }
         })
     }
+
+    /// The layers the decoder never skips (see [`PolicySpec::cold_layers`]); none for
+    /// speculation, whose tokens all come from the full model.
+    pub fn cold_layers(&self, n_layers: usize) -> Vec<usize> {
+        match self {
+            DecodeSpec::Policy(p) => p.cold_layers(n_layers),
+            DecodeSpec::Speculate(_) => Vec::new(),
+        }
+    }
 }
 
 impl FromStr for DecodeSpec {

@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use super::{Decoder, FinishReason, GenerateOptions, Generation, Session, StopMatcher, WarmupSplit};
+use super::{Decoder, FinishReason, GenerateOptions, Generation, Session, StopMatcher, TokenSource, TokenTrace, WarmupSplit};
 use crate::error::Result;
 use crate::model::BlockCounts;
 use crate::sampling::Sampler;
@@ -30,6 +30,10 @@ pub struct Generator {
     /// Tokens chosen but not yet emitted. All but the last are already in the cache (accepted
     /// speculative drafts); the last is fed when the queue runs dry.
     queue: VecDeque<u32>,
+    /// What the forward that produced the queued tokens ran.
+    queued_trace: TokenTrace,
+    /// The same for the latest generated token.
+    token_trace: TokenTrace,
     finish_reason: Option<FinishReason>,
 }
 
@@ -47,6 +51,8 @@ impl Generator {
             Decoder::Speculative(_) => &mut Dense,
         };
         session.prefill(prompt, prefill_policy, &mut prefill_counts, &mut logits)?;
+        let mut queued_trace = TokenTrace::new(n_layers);
+        queued_trace.record(&prefill_counts, TokenSource::Prefill, false);
         let prefill_secs = t0.elapsed().as_secs_f64();
         let mut sampler = Sampler::new(opts.sampling.clone());
         let first = sampler.sample(&mut logits, session.tokens());
@@ -66,6 +72,8 @@ impl Generator {
             prefill_secs,
             decode_start: Instant::now(),
             queue: VecDeque::from([first]),
+            token_trace: queued_trace.clone(),
+            queued_trace,
             finish_reason: None,
         })
     }
@@ -73,6 +81,11 @@ impl Generator {
     /// Tokens generated so far.
     pub fn tokens(&self) -> &[u32] {
         &self.tokens
+    }
+
+    /// What computed the latest generated token (the last of [`Generator::tokens`]).
+    pub fn last_trace(&self) -> &TokenTrace {
+        &self.token_trace
     }
 
     /// Emits the next token's text through `on_text` and runs the model when a new token is
@@ -119,6 +132,7 @@ impl Generator {
             return Ok(Some((FinishReason::Stop, false)));
         }
         self.tokens.push(token);
+        self.token_trace.clone_from(&self.queued_trace);
         let (piece, hit_stop) = self.stops.push(&self.utf8.push(tokenizer.bytes(token)));
         self.emit(&piece, on_text);
         if hit_stop {
@@ -138,11 +152,13 @@ impl Generator {
         match decoder {
             Decoder::Stepwise(policy) => {
                 self.counts.decode(session, token, policy.as_mut(), &mut self.logits)?;
+                self.queued_trace.record(self.counts.last_step(), TokenSource::Decode, !policy.past_warmup());
                 self.decode_rows += 1;
                 self.queue.push_back(self.sampler.sample(&mut self.logits, session.tokens()));
             }
             Decoder::Speculative(speculator) => {
                 let tokens = speculator.cycle(session, &mut self.sampler, token, &mut self.counts.all)?;
+                self.queued_trace.record_full(TokenSource::Speculative);
                 self.decode_rows = speculator.stats().verified_rows;
                 self.queue.extend(tokens);
             }

@@ -6,6 +6,7 @@ mod generator;
 mod session;
 mod stats;
 mod stop;
+mod trace;
 mod warmup_split;
 
 use serde::Serialize;
@@ -15,6 +16,7 @@ pub use generator::Generator;
 pub use session::Session;
 pub use stats::SkipStats;
 pub use stop::StopMatcher;
+pub use trace::{LayerRun, TokenSource, TokenTrace};
 pub use warmup_split::WarmupSplit;
 
 use crate::error::Result;

@@ -28,6 +28,11 @@ impl WarmupSplit {
         }
     }
 
+    /// The latest decode step's counts.
+    pub fn last_step(&self) -> &BlockCounts {
+        &self.step
+    }
+
     /// Feeds `token` as one decode step under `policy` and files the step's counts.
     pub fn decode(
         &mut self,

@@ -1,13 +1,14 @@
 //! A validated request: what the engine thread needs to generate, and the channel its output
 //! goes back on. Everything a client can get wrong is checked here, before the request queues.
 
+use serde::Serialize;
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::error::ApiError;
 use super::types::{ChatRequest, CompletionRequest, Content, Params, Prompt, Stop};
 use super::Loaded;
 use crate::chat::Message;
-use crate::generate::DecodeSpec;
+use crate::generate::{DecodeSpec, TokenSource, TokenTrace};
 use crate::sampling::SamplingParams;
 
 /// The largest `max_tokens` accepted at all (any request must also fit the context).
@@ -21,15 +22,47 @@ pub struct Job {
     pub sampling: SamplingParams,
     pub stop: Vec<String>,
     pub spec: DecodeSpec,
+    /// Send a [`TracedToken`] after each generated token.
+    pub trace: bool,
     pub events: UnboundedSender<Event>,
 }
 
-/// What the engine sends back about a job, in order: text pieces, then `Done` or `Failed`.
+/// What the engine sends back about a job, in order: text pieces (each generated token
+/// followed by its trace when asked for), then `Done` or `Failed`.
 #[derive(Debug)]
 pub enum Event {
     Text(String),
+    Token(Box<TracedToken>),
     Done(Box<Outcome>),
     Failed(String),
+}
+
+/// One generated token as the `ffnskip.trace` extension reports it.
+#[derive(Debug, Clone, Serialize)]
+pub struct TracedToken {
+    /// Position among the generated tokens, from 0.
+    pub index: usize,
+    pub id: u32,
+    /// The token's own bytes as text (lossy: a token may hold part of a character).
+    pub text: String,
+    /// One letter per layer, layer 0 first: `F` FFN computed, `s` FFN skipped, `k` layer
+    /// skipped with its K/V copied, `d` layer dropped.
+    pub layers: String,
+    pub source: TokenSource,
+    pub warmup: bool,
+}
+
+impl TracedToken {
+    pub fn new(index: usize, id: u32, bytes: &[u8], trace: &TokenTrace) -> Self {
+        Self {
+            index,
+            id,
+            text: String::from_utf8_lossy(bytes).into_owned(),
+            layers: trace.letters(),
+            source: trace.source,
+            warmup: trace.warmup,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -48,6 +81,7 @@ pub struct Settings {
     pub sampling: SamplingParams,
     pub stop: Vec<String>,
     pub spec: DecodeSpec,
+    pub trace: bool,
     pub stream: bool,
     pub include_usage: bool,
 }
@@ -100,6 +134,7 @@ impl Settings {
             sampling,
             stop,
             spec,
+            trace: p.ffnskip.as_ref().and_then(|e| e.trace).unwrap_or(false),
             stream: p.stream.unwrap_or(false),
             include_usage: p.stream_options.as_ref().is_some_and(|o| o.include_usage),
         })
@@ -118,7 +153,15 @@ impl Settings {
                 prompt.len()
             )));
         }
-        Ok(Job { prompt, max_tokens, sampling: self.sampling, stop: self.stop, spec: self.spec, events })
+        Ok(Job {
+            prompt,
+            max_tokens,
+            sampling: self.sampling,
+            stop: self.stop,
+            spec: self.spec,
+            trace: self.trace,
+            events,
+        })
     }
 }
 

@@ -10,6 +10,7 @@ mod metrics;
 mod routes;
 mod scheduler;
 mod types;
+mod web;
 
 use std::net::SocketAddr;
 use std::sync::{mpsc, Arc, OnceLock};
@@ -50,6 +51,7 @@ pub struct Loaded {
     pub chat_template: Option<ChatTemplate>,
     /// Tokens per slot: prompt plus generated tokens must fit.
     pub context: usize,
+    pub n_layers: usize,
 }
 
 pub struct AppState {
@@ -115,7 +117,7 @@ fn run_engine(
 ) -> Result<()> {
     let Engine { model, tokenizer, chat_template } = load()?;
     let context = ctx_size.unwrap_or(model.config.context_len.min(DEFAULT_SLOT_CONTEXT));
-    let loaded = Arc::new(Loaded { tokenizer, chat_template, context });
+    let loaded = Arc::new(Loaded { tokenizer, chat_template, context, n_layers: model.config.n_layers });
     let engine = scheduler::Engine::new(&model, loaded.clone(), state.metrics.clone(), parallel)?;
     let _ = state.loaded.set(loaded);
     engine.run(jobs);

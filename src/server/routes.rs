@@ -14,13 +14,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
+use futures_util::StreamExt;
 use serde_json::{json, Value};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
 use super::error::ApiError;
 use super::job::{chat_prompt, completion_prompt, Event, Outcome, Settings};
 use super::types::{ChatRequest, CompletionRequest};
-use super::{auth, AppState};
+use super::{auth, web, AppState};
 
 #[derive(Clone, Copy, PartialEq)]
 enum Kind {
@@ -36,6 +37,7 @@ pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_key));
     Router::new()
         .merge(v1)
+        .merge(web::routes())
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "unknown route") })
@@ -61,10 +63,14 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response()
 }
 
+/// The model, with llama-server's `meta` object once it has loaded (the web page sizes its
+/// skip map by `n_layers`).
 async fn models(State(state): State<Arc<AppState>>) -> Json<Value> {
-    Json(json!({"object": "list", "data": [
-        {"id": state.model_name, "object": "model", "created": state.created, "owned_by": "ffnskip"}
-    ]}))
+    let mut model = json!({"id": state.model_name, "object": "model", "created": state.created, "owned_by": "ffnskip"});
+    if let Some(loaded) = state.loaded.get() {
+        model["meta"] = json!({"n_layers": loaded.n_layers, "n_ctx": loaded.context});
+    }
+    Json(json!({"object": "list", "data": [model]}))
 }
 
 async fn chat(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
@@ -94,6 +100,13 @@ async fn complete(state: &AppState, kind: Kind, body: Result<Bytes, BytesRejecti
     };
     let settings = Settings::from_params(&params, &state.default_spec)?;
     let (stream, include_usage) = (settings.stream, settings.include_usage);
+    let trace = settings.trace.then(|| {
+        json!({
+            "policy": settings.spec.to_string(),
+            "n_layers": loaded.n_layers,
+            "cold_layers": settings.spec.cold_layers(loaded.n_layers),
+        })
+    });
     let prompt = loaded.tokenizer.encode(&text).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let (events, rx) = unbounded_channel();
     let job = settings.job(prompt, loaded.context, events)?;
@@ -106,7 +119,7 @@ async fn complete(state: &AppState, kind: Kind, body: Result<Bytes, BytesRejecti
         };
         return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message));
     }
-    let reply = Reply { kind, id: next_id(kind), created: unix_now(), model: state.model_name.clone() };
+    let reply = Reply { kind, id: next_id(kind), created: unix_now(), model: state.model_name.clone(), trace };
     if stream {
         Ok(reply.stream(rx, include_usage))
     } else {
@@ -130,6 +143,9 @@ struct Reply {
     id: String,
     created: u64,
     model: String,
+    /// With `ffnskip.trace`: the policy, the layer count and the cold layers, which the
+    /// response's `ffnskip` object (or the stream's first chunk) carries.
+    trace: Option<Value>,
 }
 
 impl Reply {
@@ -147,9 +163,11 @@ impl Reply {
 
     async fn whole(self, mut rx: UnboundedReceiver<Event>) -> Result<Response, ApiError> {
         let mut text = String::new();
+        let mut tokens = Vec::new();
         loop {
             match rx.recv().await {
                 Some(Event::Text(piece)) => text.push_str(&piece),
+                Some(Event::Token(token)) => tokens.push(token),
                 Some(Event::Done(outcome)) => {
                     let choice = match self.kind {
                         Kind::Chat => json!({"index": 0, "message": {"role": "assistant", "content": text},
@@ -159,6 +177,10 @@ impl Reply {
                     };
                     let mut body = self.envelope(false, json!([choice]));
                     body["usage"] = usage(&outcome);
+                    if let Some(mut trace) = self.trace {
+                        trace["tokens"] = json!(tokens);
+                        body["ffnskip"] = trace;
+                    }
                     return Ok(Json(body).into_response());
                 }
                 Some(Event::Failed(message)) => return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message)),
@@ -187,15 +209,29 @@ impl Reply {
     }
 
     /// Server-sent events: a chunk per text piece, a last chunk with the finish reason, the
-    /// usage chunk when asked for, then `[DONE]`. Dropping the body (client gone) closes the
-    /// channel, which the engine notices at the job's next step.
+    /// usage chunk when asked for, then `[DONE]`. With `ffnskip.trace`, a first chunk carries
+    /// the trace's header and each token's trace follows its text in a chunk of its own.
+    /// Dropping the body (client gone) closes the channel, which the engine notices at the
+    /// job's next step.
     fn stream(self, rx: UnboundedReceiver<Event>, include_usage: bool) -> Response {
-        let first = self.kind == Kind::Chat;
+        let mut first = self.kind == Kind::Chat;
+        let mut header = String::new();
+        if let Some(trace) = &self.trace {
+            let mut chunk = self.delta(first.then_some(""), None, first);
+            chunk["ffnskip"] = trace.clone();
+            header = sse(&chunk);
+            first = false;
+        }
         let state = Some((self, rx, first, include_usage));
         let events = futures_util::stream::unfold(state, |state| async move {
             let (reply, mut rx, first, include_usage) = state?;
             let (data, more) = match rx.recv().await {
                 Some(Event::Text(piece)) => (sse(&reply.delta(Some(&piece), None, first)), true),
+                Some(Event::Token(token)) => {
+                    let mut chunk = reply.delta(None, None, first);
+                    chunk["ffnskip"] = json!({"token": token});
+                    (sse(&chunk), true)
+                }
                 Some(Event::Done(outcome)) => {
                     let mut data = String::new();
                     if first {
@@ -217,6 +253,8 @@ impl Reply {
             let next = more.then_some((reply, rx, false, include_usage));
             Some((Ok::<_, std::convert::Infallible>(Bytes::from(data)), next))
         });
+        let header = futures_util::stream::iter((!header.is_empty()).then(|| Ok(Bytes::from(header))));
+        let events = header.chain(events);
         Response::builder()
             .header(header::CONTENT_TYPE, "text/event-stream")
             .header(header::CACHE_CONTROL, "no-cache")

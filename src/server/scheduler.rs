@@ -8,7 +8,7 @@ use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::job::{Event, Job, Outcome};
+use super::job::{Event, Job, Outcome, TracedToken};
 use super::metrics::Metrics;
 use super::Loaded;
 use crate::error::Result;
@@ -121,7 +121,14 @@ impl<'m> Engine<'m> {
             let step = r.generator.step(&mut self.sessions[r.slot], &self.loaded.tokenizer, &mut r.decoder, &mut |piece| {
                 let _ = events.send(Event::Text(piece.to_string()));
             });
-            generated += (r.generator.tokens().len() - before) as u64;
+            let after = r.generator.tokens().len();
+            generated += (after - before) as u64;
+            if r.job.trace && after > before {
+                let id = r.generator.tokens()[after - 1];
+                let bytes = self.loaded.tokenizer.bytes(id);
+                let token = TracedToken::new(after - 1, id, bytes, r.generator.last_trace());
+                let _ = events.send(Event::Token(Box::new(token)));
+            }
             match step {
                 Ok(None) => i += 1,
                 Ok(Some(reason)) => {

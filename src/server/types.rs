@@ -77,7 +77,7 @@ pub struct Params {
     pub stream: Option<bool>,
     #[serde(default)]
     pub stream_options: Option<StreamOptions>,
-    /// The per-request extension: `{"policy": SPEC}`.
+    /// The per-request extension: `{"policy": SPEC, "trace": BOOL}`.
     #[serde(default)]
     pub ffnskip: Option<Extension>,
 }
@@ -100,4 +100,7 @@ pub struct StreamOptions {
 pub struct Extension {
     #[serde(default)]
     pub policy: Option<String>,
+    /// Report which blocks computed each generated token (`ffnskip.trace` in the response).
+    #[serde(default)]
+    pub trace: Option<bool>,
 }

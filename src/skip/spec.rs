@@ -122,14 +122,7 @@ impl PolicySpec {
     /// layers from `calibration` and fail without it.
     pub fn build(&self, n_layers: usize, calibration: Option<&Calibration>) -> Result<Box<dyn SkipPolicy>> {
         self.validate()?;
-        let cold = default_cold(n_layers);
-        let config = ScheduleConfig {
-            n_layers,
-            cold_start: self.get("cold_start").unwrap_or(cold),
-            cold_end: self.get("cold_end").unwrap_or(cold),
-            warmup: self.get("warmup").unwrap_or(DEFAULT_WARMUP),
-            target_ratio: self.ratio,
-        };
+        let config = self.schedule_config(n_layers);
         if self.kind != PolicyKind::Dense && config.window().is_empty() {
             return Err(invalid(format!(
                 "{self}: cold regions of {} + {} layers leave no skippable layer of {n_layers}",
@@ -167,6 +160,29 @@ impl PolicySpec {
                 Box::new(LayerDrop::new(LayerDrop::choose(cosine, cold_start, cold_end, n)))
             }
         })
+    }
+
+    /// The cold regions, warm-up and target ratio for a model of `n_layers` layers.
+    fn schedule_config(&self, n_layers: usize) -> ScheduleConfig {
+        let cold = default_cold(n_layers);
+        ScheduleConfig {
+            n_layers,
+            cold_start: self.get("cold_start").unwrap_or(cold),
+            cold_end: self.get("cold_end").unwrap_or(cold),
+            warmup: self.get("warmup").unwrap_or(DEFAULT_WARMUP),
+            target_ratio: self.ratio,
+        }
+    }
+
+    /// The layers this policy never skips on a model of `n_layers` layers, because they lie in
+    /// its cold regions: none for `dense` (it skips nothing anywhere) and `random` (the paper's
+    /// runs may start in a cold region).
+    pub fn cold_layers(&self, n_layers: usize) -> Vec<usize> {
+        if matches!(self.kind, PolicyKind::Dense | PolicyKind::Random) {
+            return Vec::new();
+        }
+        let window = self.schedule_config(n_layers).window();
+        (0..n_layers).filter(|l| !window.contains(l)).collect()
     }
 
     /// Decode steps the policy runs dense at the start of each prompt before it may skip (0 for
@@ -436,5 +452,14 @@ mod tests {
     fn rejects_an_empty_window() {
         let err = build_error("ffnskip@0.25:cold_start=15:cold_end=15", 30, None);
         assert!(err.contains("no skippable layer"), "{err}");
+    }
+
+    #[test]
+    fn cold_layers_are_those_outside_the_window() {
+        let cold = |spec: &str| parse(spec).unwrap().cold_layers(10);
+        assert_eq!(cold("ffnskip@0.25:cold_start=2:cold_end=3"), vec![0, 1, 7, 8, 9]);
+        assert_eq!(cold("layer-early-exit@0.25:cold_start=1:cold_end=0"), vec![0]);
+        assert!(cold("dense").is_empty());
+        assert!(cold("random@0.25").is_empty(), "random runs may start in a cold region");
     }
 }

@@ -100,7 +100,7 @@ fn dechunk(mut s: &str) -> String {
 }
 
 /// The JSON events of an SSE body, checking that it ends with `data: [DONE]`.
-fn sse_events(body: &str) -> Vec<Value> {
+pub fn sse_events(body: &str) -> Vec<Value> {
     let datas: Vec<&str> = body.split("\n\n").filter(|e| !e.is_empty()).map(|e| e.strip_prefix("data: ").unwrap()).collect();
     assert_eq!(datas.last(), Some(&"[DONE]"), "{body}");
     datas[..datas.len() - 1].iter().map(|d| serde_json::from_str(d).unwrap()).collect()
