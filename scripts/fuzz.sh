@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every fuzz target for SECONDS seconds each (default 30), one after another on one core,
+# Runs every fuzz target for SECONDS seconds each (default 30; FUZZ_RUNS=N stops a target earlier
+# after N executions), one after another on one core,
 # with the limits of docs/RELIABILITY.md: 256 MiB RSS, 1 s per input. New corpus entries go to
 # fuzz/corpus/<target>/ (git ignores all but the seed-* files); crashes to fuzz/artifacts/.
 # Needs a nightly toolchain and cargo-fuzz (`cargo install cargo-fuzz`).
@@ -8,7 +9,7 @@ cd "$(dirname "$0")/../fuzz"
 seconds="${1:-30}"
 core="${FUZZ_CORE:-1}"
 # FUZZ_TARGETS="gguf tokenizer" runs only those.
-targets=(${FUZZ_TARGETS:-gguf tokenizer chat_template policy_spec})
+targets=(${FUZZ_TARGETS:-gguf tokenizer chat_template policy_spec server_request})
 # AddressSanitizer's quarantine of freed memory (256 MiB by default) would count against the
 # 256 MiB RSS limit and report an out-of-memory that no input causes.
 export ASAN_OPTIONS="${ASAN_OPTIONS:-quarantine_size_mb=16:malloc_context_size=0}"
@@ -17,7 +18,7 @@ cargo +nightly fuzz build -O 2>&1 | tail -n 3
 for t in "${targets[@]}"; do
     echo "fuzz: $t for ${seconds}s"
     taskset -c "$core" cargo +nightly fuzz run -O "$t" "corpus/$t" -- \
-        -max_total_time="$seconds" -rss_limit_mb=256 -malloc_limit_mb=256 -timeout=1 \
+        -max_total_time="$seconds" -runs="${FUZZ_RUNS:--1}" -rss_limit_mb=256 -malloc_limit_mb=256 -timeout=1 \
         -max_len=65536 -print_final_stats=1 2>&1 | grep -E "^(#[0-9]+.*DONE|stat::number_of_executed_units|Done|==[0-9]+==|SUMMARY|.*panicked)|ERROR" || true
     if compgen -G "artifacts/$t/*" >/dev/null; then
         echo "fuzz: $t found a failure: $(ls "artifacts/$t")" >&2

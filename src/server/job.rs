@@ -205,3 +205,55 @@ pub fn completion_prompt(req: &CompletionRequest) -> Result<String, ApiError> {
         Prompt::List(_) => Err(ApiError::bad_request("prompt must be a string or a list of one string")),
     }
 }
+
+/// A request body as JSON.
+pub fn parse<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))
+}
+
+/// Every check the completion endpoints make on a body before they need the model: the JSON
+/// into the request type, the messages' or prompt's shape, the settings and whether
+/// `prompt_tokens` (standing in for the tokenized prompt) plus `max_tokens` fit `context`.
+/// The fuzz target `server_request` drives it; the routes make the same calls in turn.
+pub fn check_body(chat: bool, body: &[u8], prompt_tokens: usize, context: usize) -> Result<(), ApiError> {
+    let params = if chat {
+        let req: ChatRequest = parse(body)?;
+        if req.messages.is_empty() {
+            return Err(ApiError::bad_request("messages must not be empty"));
+        }
+        for m in &req.messages {
+            message_text(m.content.as_ref())?;
+        }
+        req.params
+    } else {
+        let req: CompletionRequest = parse(body)?;
+        completion_prompt(&req)?;
+        req.params
+    };
+    let settings = Settings::from_params(&params, &DecodeSpec::dense())?;
+    let (events, _) = tokio::sync::mpsc::unbounded_channel();
+    settings.job(vec![0; prompt_tokens], context, events).map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_body;
+
+    #[test]
+    fn bodies_are_checked_before_the_model_is_needed() {
+        let chat = br#"{"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 8, "ffnskip": {"trace": true}}"#;
+        assert!(check_body(true, chat, 5, 64).is_ok());
+        let cases: [(bool, &[u8], usize); 6] = [
+            (true, b"{", 5),
+            (true, br#"{"messages": []}"#, 5),
+            (true, br#"{"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}"#, 5),
+            (false, br#"{"prompt": ["a", "b"]}"#, 5),
+            (false, br#"{"prompt": "a", "max_tokens": 60}"#, 5),
+            (false, br#"{"prompt": "a", "ffnskip": {"policy": "nonsense"}}"#, 5),
+        ];
+        for (is_chat, body, tokens) in cases {
+            let err = check_body(is_chat, body, tokens, 64).expect_err(&String::from_utf8_lossy(body));
+            assert_eq!(err.status.as_u16(), 400, "{}: {err}", String::from_utf8_lossy(body));
+        }
+    }
+}

@@ -22,6 +22,7 @@ use crate::tokenizer::Tokenizer;
 use crate::Engine;
 
 pub use error::ApiError;
+pub use job::check_body;
 
 /// Request bodies larger than this are refused (413) unless configured otherwise.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;

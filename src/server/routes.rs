@@ -13,13 +13,12 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::de::DeserializeOwned;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
 use super::error::ApiError;
-use super::job::{chat_prompt, completion_prompt, Event, Outcome, Settings};
+use super::job::{chat_prompt, completion_prompt, parse, Event, Outcome, Settings};
 use super::types::{ChatRequest, CompletionRequest};
 use super::{auth, web, AppState};
 
@@ -79,10 +78,6 @@ async fn chat(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejec
 
 async fn completion(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
     complete(&state, Kind::Completion, body).await.unwrap_or_else(IntoResponse::into_response)
-}
-
-fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))
 }
 
 async fn complete(state: &AppState, kind: Kind, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {

@@ -75,6 +75,15 @@ fn trace_reports_each_tokens_blocks_as_the_model_counted_them() {
         let streamed: Vec<Value> = events.iter().filter_map(|e| e["ffnskip"].get("token").cloned()).collect();
         assert_eq!(streamed, *tokens, "{spec}: streamed and whole traces agree");
     }
+    // Speculation's tokens all come from the full model, whatever the draft skipped.
+    let whole = server.post_json("/v1/completions", &request("speculate:ngram+ffnskip@0.5:warmup=0", false));
+    let tokens = whole["ffnskip"]["tokens"].as_array().unwrap();
+    assert_eq!(tokens.len() as u64, whole["usage"]["completion_tokens"].as_u64().unwrap());
+    assert!(whole["ffnskip"]["cold_layers"].as_array().unwrap().is_empty());
+    for (i, t) in tokens.iter().enumerate() {
+        assert_eq!(t["source"], if i == 0 { "prefill" } else { "speculative" }, "{t}");
+        assert_eq!(t["layers"].as_str().unwrap(), "F".repeat(N_LAYERS), "{t}");
+    }
     // Without the flag, no trace.
     let plain = server.post_json("/v1/completions", &json!({"prompt": "Hi", "max_tokens": 2}));
     assert!(plain.get("ffnskip").is_none(), "{plain}");

@@ -5,7 +5,8 @@
 //! and in `$FFNSKIP_SCREENSHOTS` when set (how `docs/img/` is refreshed).
 //!
 //! Without chromedriver the test says so and passes, unless `FFNSKIP_REQUIRE_BROWSER` is set,
-//! as `.ci/run` sets it after installing the browser.
+//! as `.ci/run` sets it after installing the browser. `FFNSKIP_BROWSER=firefox` runs the same
+//! test in headless Firefox through `geckodriver` (`$FFNSKIP_GECKODRIVER`, or on the `PATH`).
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -32,9 +33,73 @@ impl Drop for Driver {
     }
 }
 
-fn find_driver() -> Option<PathBuf> {
-    let path = std::env::var_os("FFNSKIP_CHROMEDRIVER").map_or_else(|| PathBuf::from("/usr/bin/chromedriver"), PathBuf::from);
-    if path.exists() {
+#[derive(Clone, Copy, PartialEq)]
+enum Browser {
+    Chromium,
+    Firefox,
+}
+
+impl Browser {
+    fn chosen() -> Browser {
+        match std::env::var("FFNSKIP_BROWSER").as_deref() {
+            Ok("firefox") => Browser::Firefox,
+            _ => Browser::Chromium,
+        }
+    }
+
+    fn driver(self) -> PathBuf {
+        let (var, default) = match self {
+            Browser::Chromium => ("FFNSKIP_CHROMEDRIVER", "/usr/bin/chromedriver"),
+            Browser::Firefox => ("FFNSKIP_GECKODRIVER", "geckodriver"),
+        };
+        std::env::var_os(var).map_or_else(|| PathBuf::from(default), PathBuf::from)
+    }
+
+    fn screenshot_name(self, name: &str) -> String {
+        match self {
+            Browser::Chromium => name.to_string(),
+            Browser::Firefox => format!("firefox-{name}"),
+        }
+    }
+
+    /// WebDriver capabilities for a headless session with its own empty profile.
+    fn capabilities(self, profile: &std::path::Path) -> serde_json::Map<String, Value> {
+        let mut caps = serde_json::Map::new();
+        match self {
+            Browser::Chromium => {
+                let args = [
+                    "--headless=new",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-dev-shm-usage",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                    "--disable-quic",
+                    "--no-first-run",
+                    "--window-size=1280,1000",
+                    &format!("--user-data-dir={}", profile.display()),
+                ];
+                let mut options = json!({"args": args});
+                if let Some(binary) = std::env::var_os("FFNSKIP_CHROMIUM") {
+                    options["binary"] = json!(binary.to_string_lossy());
+                }
+                caps.insert("goog:chromeOptions".into(), options);
+            }
+            Browser::Firefox => {
+                let args = ["-headless", "-width=1280", "-height=1000", "-profile", &profile.display().to_string()];
+                caps.insert("moz:firefoxOptions".into(), json!({"args": args}));
+            }
+        }
+        caps
+    }
+}
+
+/// The driver for `browser`, if it can be found on this machine.
+fn find_driver(browser: Browser) -> Option<PathBuf> {
+    let path = browser.driver();
+    let found = path.exists() || (path.is_relative() && Command::new(&path).arg("--version").output().is_ok());
+    if found {
         return Some(path);
     }
     assert!(
@@ -42,7 +107,7 @@ fn find_driver() -> Option<PathBuf> {
         "FFNSKIP_REQUIRE_BROWSER is set but {} does not exist",
         path.display()
     );
-    eprintln!("skipped: no chromedriver at {} (apt-get install chromium chromium-driver)", path.display());
+    eprintln!("skipped: no {} (apt-get install chromium chromium-driver)", path.display());
     None
 }
 
@@ -53,41 +118,22 @@ fn start_driver(path: &PathBuf) -> Driver {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("start chromedriver");
+        .expect("start the WebDriver server");
     let driver = Driver { child, url: format!("http://127.0.0.1:{port}") };
     let deadline = Instant::now() + Duration::from_secs(30);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "chromedriver did not start");
+        assert!(Instant::now() < deadline, "the WebDriver server did not start");
         std::thread::sleep(Duration::from_millis(100));
     }
     driver
 }
 
-async fn browser(driver: &Driver, profile: &std::path::Path) -> Client {
-    let args = [
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-quic",
-        "--no-first-run",
-        "--window-size=1280,1000",
-        &format!("--user-data-dir={}", profile.display()),
-    ];
-    let mut options = json!({"args": args});
-    if let Some(binary) = std::env::var_os("FFNSKIP_CHROMIUM") {
-        options["binary"] = json!(binary.to_string_lossy());
-    }
-    let mut caps = serde_json::Map::new();
-    caps.insert("goog:chromeOptions".into(), options);
+async fn open_browser(browser: Browser, driver: &Driver, profile: &std::path::Path) -> Client {
     ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-        .capabilities(caps)
+        .capabilities(browser.capabilities(profile))
         .connect(&driver.url)
         .await
-        .expect("start a chromium session")
+        .expect("start a browser session")
 }
 
 /// What the page shows once a reply has finished.
@@ -173,7 +219,8 @@ fn api_reply(server: &Server, spec: &str) -> (String, Vec<String>, u64) {
     (text, layers, body["usage"]["completion_tokens"].as_u64().unwrap())
 }
 
-async fn screenshot(page: &Client, name: &str) {
+async fn screenshot(page: &Client, browser: Browser, name: &str) {
+    let name = &browser.screenshot_name(name);
     let png = page.screenshot().await.unwrap();
     assert!(png.starts_with(b"\x89PNG"), "a screenshot is a PNG");
     let mut dirs = vec![PathBuf::from(env!("CARGO_TARGET_TMPDIR"))];
@@ -187,7 +234,8 @@ async fn screenshot(page: &Client, name: &str) {
 
 #[test]
 fn web_page_streams_a_reply_and_draws_its_skip_map() {
-    let Some(driver_path) = find_driver() else { return };
+    let browser = Browser::chosen();
+    let Some(driver_path) = find_driver(browser) else { return };
     let server = Server::start(&["--parallel", "2"]);
     let (status, models) = server.get("/v1/models");
     assert_eq!(status, 200);
@@ -196,7 +244,7 @@ fn web_page_streams_a_reply_and_draws_its_skip_map() {
     let driver = start_driver(&driver_path);
     let profile = tempfile::tempdir().unwrap();
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
-        let page = browser(&driver, profile.path()).await;
+        let page = open_browser(browser, &driver, profile.path()).await;
         page.goto(&format!("http://{}/", server.addr)).await.unwrap();
         for (policy, ratio, spec, shot) in
             [("dense", None, "dense", "web-dense.png"), ("ffnskip", Some("0.25"), "ffnskip@0.25", "web-ffnskip.png")]
@@ -235,8 +283,21 @@ fn web_page_streams_a_reply_and_draws_its_skip_map() {
             assert_eq!(selected[0], json!(last - 1), "{spec}: End then ← selects the last column but one");
             let info = selected[1].as_str().unwrap();
             assert!(info.starts_with(&format!("token {}:", last - 1)), "{spec}: the token is described: {info}");
-            screenshot(&page, shot).await;
+            screenshot(&page, browser, shot).await;
         }
+        // Side by side: the same conversation answered under the policy and dense at once.
+        page.find(Locator::Id("new-chat")).await.unwrap().click().await.unwrap();
+        page.find(Locator::Id("compare")).await.unwrap().click().await.unwrap();
+        let shown = ask(&page, "ffnskip", Some("0.25")).await;
+        let texts = page
+            .execute("return [...document.querySelectorAll('.msg.assistant .pair .text')].map(t => t.textContent);", vec![])
+            .await
+            .unwrap();
+        let (skip_text, skip_layers, _) = api_reply(&server, "ffnskip@0.25");
+        let (dense_text, _, _) = api_reply(&server, "dense");
+        assert_eq!(texts, json!([skip_text, dense_text]), "compare: the policy's reply, then dense's");
+        assert_eq!(shown.columns, skip_layers, "compare: the map shows the policy's trace");
+        screenshot(&page, browser, "web-compare.png").await;
         page.close().await.unwrap();
     });
 }

@@ -24,6 +24,7 @@ function updateSpec() {
   const policy = $("policy").value;
   const fixed = policy === "dense" || policy === "speculate:ngram";
   $("ratio").disabled = fixed;
+  $("compare").disabled = policy === "dense";
   $("ratio-out").textContent = fixed ? "–" : String(Math.round(Number($("ratio").value) * 100) / 100);
   $("spec").textContent = policySpec();
 }
@@ -62,7 +63,8 @@ async function connect() {
 
 // --- the conversation ---
 
-function addMessage(role, text) {
+// A message; an assistant's gets one text per policy in `policies`, side by side.
+function addMessage(role, text, policies = []) {
   const hint = document.querySelector("#messages .hint");
   if (hint) hint.remove();
   const el = document.createElement("div");
@@ -70,15 +72,29 @@ function addMessage(role, text) {
   const who = document.createElement("div");
   who.className = "who";
   who.textContent = role === "user" ? "You" : "Model";
-  const body = document.createElement("p");
-  body.className = "text";
-  body.textContent = text;
+  const row = document.createElement("div");
+  row.className = policies.length > 1 ? "pair" : "single";
+  const texts = (policies.length ? policies : [null]).map((policy) => {
+    const box = document.createElement("div");
+    if (policies.length > 1) {
+      const label = document.createElement("div");
+      label.className = "policy";
+      label.textContent = policy;
+      box.append(label);
+    }
+    const body = document.createElement("p");
+    body.className = "text";
+    body.textContent = text;
+    box.append(body);
+    row.append(box);
+    return body;
+  });
   const meta = document.createElement("div");
   meta.className = "meta";
-  el.append(who, body, meta);
+  el.append(who, row, meta);
   $("messages").append(el);
   scrollToEnd($("messages"));
-  return { el, body, meta };
+  return { el, texts, meta };
 }
 
 function scrollToEnd(el) {
@@ -114,38 +130,36 @@ async function* sseEvents(body) {
   }
 }
 
-function requestBody() {
+function requestBody(spec, messages) {
   const body = {
     model: page.model,
-    messages: page.messages,
+    messages,
     stream: true,
     stream_options: { include_usage: true },
     max_tokens: Number($("max-tokens").value),
     temperature: Number($("temperature").value),
     top_p: Number($("top-p").value),
-    ffnskip: { policy: policySpec(), trace: true },
+    ffnskip: { policy: spec, trace: true },
   };
   if ($("seed").value !== "") body.seed = Number($("seed").value);
   return body;
 }
 
-async function send(text) {
-  showError("");
-  page.messages.push({ role: "user", content: text });
-  addMessage("user", text);
-  const reply = addMessage("assistant", "");
-  const trace = { policy: policySpec(), nLayers: page.nLayers, cold: [], tokens: [], times: [], usage: null };
-  showTrace(trace);
+function newTrace(policy) {
+  return { policy, nLayers: page.nLayers, cold: [], tokens: [], times: [], usage: null };
+}
+
+// Streams one reply under `trace.policy` into `textEl` and `trace`; resolves to its text and
+// finish reason ("stopped" when aborted).
+async function streamReply(messages, textEl, trace, signal) {
   let content = "";
   let finish = null;
-  page.controller = new AbortController();
-  setBusy(true);
   try {
     const res = await fetch("/v1/chat/completions", {
       method: "POST",
       headers: headers(),
-      body: JSON.stringify(requestBody()),
-      signal: page.controller.signal,
+      body: JSON.stringify(requestBody(trace.policy, messages)),
+      signal,
     });
     if (!res.ok) {
       const err = await res.json().catch(() => null);
@@ -157,7 +171,7 @@ async function send(text) {
       if (ext && ext.n_layers) {
         trace.nLayers = ext.n_layers;
         trace.cold = ext.cold_layers;
-        showTrace(trace);
+        if (page.shown === trace) showTrace(trace);
       }
       if (ext && ext.token) {
         trace.tokens.push(ext.token);
@@ -167,7 +181,7 @@ async function send(text) {
       const choice = event.choices && event.choices[0];
       if (choice && choice.delta && choice.delta.content) {
         content += choice.delta.content;
-        reply.body.textContent = content;
+        textEl.textContent = content;
         scrollToEnd($("messages"));
       }
       if (choice && choice.finish_reason) finish = choice.finish_reason;
@@ -177,22 +191,49 @@ async function send(text) {
       }
     }
   } catch (e) {
-    if (e.name === "AbortError") finish = "stopped";
-    else showError(e.message);
-  } finally {
-    page.controller = null;
-    if (content) page.messages.push({ role: "assistant", content });
-    else if (page.messages.at(-1).role === "user") page.messages.pop();
-    reply.meta.textContent = `${trace.policy} · ${trace.tokens.length} tokens${finish ? ` · ${finish}` : ""} `;
+    if (e.name !== "AbortError") throw e;
+    finish = "stopped";
+  }
+  return { content, finish };
+}
+
+// Sends the conversation with `text` added; with "compare" on, the same conversation goes to
+// dense at the same time, and both replies stand side by side (the conversation continues
+// with the chosen policy's).
+async function send(text) {
+  showError("");
+  page.messages.push({ role: "user", content: text });
+  const messages = page.messages.slice();
+  addMessage("user", text);
+  const spec = policySpec();
+  const policies = $("compare").checked && spec !== "dense" ? [spec, "dense"] : [spec];
+  const reply = addMessage("assistant", "", policies);
+  const traces = policies.map(newTrace);
+  showTrace(traces[0]);
+  page.controller = new AbortController();
+  setBusy(true);
+  const results = await Promise.allSettled(
+    traces.map((trace, i) => streamReply(messages, reply.texts[i], trace, page.controller.signal)),
+  );
+  page.controller = null;
+  const failed = results.find((r) => r.status === "rejected");
+  if (failed) showError(failed.reason.message);
+  const main = results[0].status === "fulfilled" ? results[0].value.content : "";
+  if (main) page.messages.push({ role: "assistant", content: main });
+  else page.messages.pop();
+  traces.forEach((trace, i) => {
+    const finish = results[i].status === "fulfilled" ? results[i].value.finish : "failed";
+    const line = document.createElement("span");
+    line.textContent = `${trace.policy} · ${trace.tokens.length} tokens${finish ? ` · ${finish}` : ""} `;
     const again = document.createElement("button");
     again.type = "button";
     again.className = "show-map";
-    again.textContent = "Show its skip map";
+    again.textContent = policies.length > 1 ? `Show the ${trace.policy} skip map` : "Show its skip map";
     again.addEventListener("click", () => showTrace(trace));
-    reply.meta.append(again);
-    setBusy(false);
-    $("prompt").focus();
-  }
+    reply.meta.append(line, again, " ");
+  });
+  setBusy(false);
+  $("prompt").focus();
 }
 
 // --- the skip map: a column per generated token, a row per layer ---
