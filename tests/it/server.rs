@@ -114,7 +114,7 @@ fn assert_error(status: u16, body: &str, want: u16, what: &str) {
     assert!(v["error"]["type"].is_string(), "{what}: {body}");
 }
 
-fn metric(metrics: &str, name: &str) -> f64 {
+pub fn metric(metrics: &str, name: &str) -> f64 {
     metrics.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok()).unwrap_or_else(|| panic!("{name} in {metrics}"))
 }
 

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
 
-use crate::server::Server;
+use crate::server::{metric, Server};
 
 const PROMPT: &str = "Write a short story about a robot who learns to paint.";
 const MAX_TOKENS: usize = 80;
@@ -232,6 +232,40 @@ async fn screenshot(page: &Client, browser: Browser, name: &str) {
     }
 }
 
+/// Stop ends a long reply mid-stream: the page keeps what came, says "stopped", and the server
+/// frees the slot.
+async fn stop_a_reply(page: &Client, server: &Server) {
+    page.find(Locator::Id("new-chat")).await.unwrap().click().await.unwrap();
+    page.find(Locator::Id("policy")).await.unwrap().select_by_value("dense").await.unwrap();
+    let tokens = page.find(Locator::Id("max-tokens")).await.unwrap();
+    tokens.clear().await.unwrap();
+    tokens.send_keys("3000").await.unwrap();
+    let prompt = page.find(Locator::Id("prompt")).await.unwrap();
+    prompt.send_keys("Write a long essay about the history of Rome.\u{E007}").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while page.execute("return document.querySelectorAll('#map .col').length;", vec![]).await.unwrap().as_u64() < Some(3) {
+        assert!(Instant::now() < deadline, "the long reply did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    page.find(Locator::Id("stop")).await.unwrap().click().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let meta = page.execute("const m = document.querySelector('.msg.assistant .meta'); return m ? m.textContent : '';", vec![]).await.unwrap();
+        if meta.as_str().is_some_and(|m| m.contains("stopped")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the page did not mark the reply stopped: {meta}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while metric(&server.get("/metrics").1, "ffnskip_busy_slots") != 0.0 {
+        assert!(Instant::now() < deadline, "the stopped request still holds a slot");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let reply = page.execute("return document.querySelector('.msg.assistant .text').textContent;", vec![]).await.unwrap();
+    assert!(reply.as_str().is_some_and(|r| !r.is_empty()), "the partial reply stays");
+}
+
 #[test]
 fn web_page_streams_a_reply_and_draws_its_skip_map() {
     let browser = Browser::chosen();
@@ -298,6 +332,7 @@ fn web_page_streams_a_reply_and_draws_its_skip_map() {
         assert_eq!(texts, json!([skip_text, dense_text]), "compare: the policy's reply, then dense's");
         assert_eq!(shown.columns, skip_layers, "compare: the map shows the policy's trace");
         screenshot(&page, browser, "web-compare.png").await;
+        stop_a_reply(&page, &server).await;
         page.close().await.unwrap();
     });
 }

@@ -10,6 +10,7 @@ const page = {
   messages: [],      // the conversation sent with every request
   controller: null,  // aborts the reply in flight
   shown: null,       // the trace on the map
+  chat: 0,           // counts "New chat"s: a reply that outlives its chat is dropped
 };
 
 // The policy spec the settings describe, as `ffnskip generate --skip` takes it.
@@ -204,6 +205,7 @@ async function send(text) {
   showError("");
   page.messages.push({ role: "user", content: text });
   const messages = page.messages.slice();
+  const chat = page.chat;
   addMessage("user", text);
   const spec = policySpec();
   const policies = $("compare").checked && spec !== "dense" ? [spec, "dense"] : [spec];
@@ -216,6 +218,8 @@ async function send(text) {
     traces.map((trace, i) => streamReply(messages, reply.texts[i], trace, page.controller.signal)),
   );
   page.controller = null;
+  setBusy(false);
+  if (page.chat !== chat) return;
   const failed = results.find((r) => r.status === "rejected");
   if (failed) showError(failed.reason.message);
   const main = results[0].status === "fulfilled" ? results[0].value.content : "";
@@ -232,7 +236,6 @@ async function send(text) {
     again.addEventListener("click", () => showTrace(trace));
     reply.meta.append(line, again, " ");
   });
-  setBusy(false);
   $("prompt").focus();
 }
 
@@ -337,6 +340,7 @@ function onMapKey(event) {
 
 function newChat() {
   if (page.controller) page.controller.abort();
+  page.chat += 1;
   page.messages = [];
   $("messages").replaceChildren();
   showTrace({ policy: policySpec(), nLayers: page.nLayers, cold: [], tokens: [], times: [], usage: null });
