@@ -8,6 +8,7 @@
 //! as `.ci/run` sets it after installing the browser. `FFNSKIP_BROWSER=firefox` runs the same
 //! test in headless Firefox through `geckodriver` (`$FFNSKIP_GECKODRIVER`, or on the `PATH`).
 
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -20,7 +21,8 @@ use crate::server::{metric, Server};
 const PROMPT: &str = "Write a short story about a robot who learns to paint.";
 const MAX_TOKENS: usize = 80;
 
-/// chromedriver, killed when dropped.
+/// The WebDriver server in a process group of its own, killed with its browsers when dropped
+/// (also when an assertion fails before the session is closed).
 struct Driver {
     child: Child,
     url: String,
@@ -28,6 +30,7 @@ struct Driver {
 
 impl Drop for Driver {
     fn drop(&mut self) {
+        let _ = Command::new("kill").arg("-KILL").arg(format!("-{}", self.child.id())).status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -115,6 +118,7 @@ fn start_driver(path: &PathBuf) -> Driver {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let child = Command::new(path)
         .arg(format!("--port={port}"))
+        .process_group(0)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
