@@ -7,7 +7,7 @@ use serde::Serialize;
 use crate::model::BlockCounts;
 
 /// What one layer ran for one row.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LayerRun {
     /// Attention and FFN.
     Full,
@@ -85,10 +85,6 @@ impl TokenTrace {
     pub fn letters(&self) -> String {
         self.layers.iter().map(|r| r.letter()).collect()
     }
-
-    pub fn ffn_skipped(&self) -> usize {
-        self.layers.iter().filter(|&&r| r != LayerRun::Full).count()
-    }
 }
 
 #[cfg(test)]
@@ -104,7 +100,6 @@ mod tests {
         let mut trace = TokenTrace::new(4);
         trace.record(&counts, TokenSource::Decode, false);
         assert_eq!(trace.letters(), "Fskd");
-        assert_eq!(trace.ffn_skipped(), 3);
         assert_eq!((trace.source, trace.warmup), (TokenSource::Decode, false));
     }
 }
