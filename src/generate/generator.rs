@@ -1,6 +1,8 @@
 //! One generation as a state machine: `start` prefills, each `step` emits one token (decoding
 //! when no accepted draft is queued), `finish` gives the statistics. The CLI runs the steps in
-//! one loop; the server interleaves the steps of several generations, each with its own state.
+//! one loop. The server splits a step in two: `emit_next` emits the token and leaves the one
+//! to feed pending, the engine decodes the pending tokens of several generations in one
+//! batched forward, and `accept` samples from each one's logits.
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -30,6 +32,8 @@ pub struct Generator {
     /// Tokens chosen but not yet emitted. All but the last are already in the cache (accepted
     /// speculative drafts); the last is fed when the queue runs dry.
     queue: VecDeque<u32>,
+    /// The token a stepwise decoder still has to feed before the next can be sampled.
+    pending: Option<u32>,
     /// What the forward that produced the queued tokens ran.
     queued_trace: TokenTrace,
     /// The same for the latest generated token.
@@ -72,6 +76,7 @@ impl Generator {
             prefill_secs,
             decode_start: Instant::now(),
             queue: VecDeque::from([first]),
+            pending: None,
             token_trace: queued_trace.clone(),
             queued_trace,
             finish_reason: None,
@@ -97,6 +102,30 @@ impl Generator {
         decoder: &mut Decoder,
         on_text: &mut dyn FnMut(&str),
     ) -> Result<Option<FinishReason>> {
+        self.emit_next(session, tokenizer, decoder, on_text)?;
+        if let (Some(token), Decoder::Stepwise(policy)) = (self.pending, decoder) {
+            let mut logits = std::mem::take(&mut self.logits);
+            let decoded = session.decode(token, policy.as_mut(), self.counts.begin_step(), &mut logits);
+            if decoded.is_ok() {
+                self.accept(session, policy.as_ref(), &mut logits);
+            }
+            self.logits = logits;
+            decoded?;
+        }
+        Ok(self.finish_reason)
+    }
+
+    /// The first half of [`Generator::step`]: emits the next token and, for a stepwise
+    /// decoder, leaves the token to feed in [`Generator::pending_decode`] (a speculative
+    /// decoder runs its own forwards here). Returns the finish reason once the generation has
+    /// ended.
+    pub fn emit_next(
+        &mut self,
+        session: &mut Session,
+        tokenizer: &Tokenizer,
+        decoder: &mut Decoder,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Result<Option<FinishReason>> {
         if self.finish_reason.is_some() {
             return Ok(self.finish_reason);
         }
@@ -114,6 +143,26 @@ impl Generator {
             self.finish_reason = Some(reason);
         }
         Ok(self.finish_reason)
+    }
+
+    /// The token to decode before the next can be sampled, if any.
+    pub fn pending_decode(&self) -> Option<u32> {
+        self.pending
+    }
+
+    /// The counts the pending decode step fills.
+    pub fn step_counts(&mut self) -> &mut BlockCounts {
+        self.counts.begin_step()
+    }
+
+    /// The second half of [`Generator::step`], once the pending token has been decoded under
+    /// `policy` into `logits` (and the step's counts filled): samples the next token.
+    pub fn accept(&mut self, session: &Session, policy: &dyn SkipPolicy, logits: &mut [f32]) {
+        self.pending = None;
+        self.counts.file_step(policy);
+        self.queued_trace.record(self.counts.last_step(), TokenSource::Decode, !policy.past_warmup());
+        self.decode_rows += 1;
+        self.queue.push_back(self.sampler.sample(logits, session.tokens()));
     }
 
     /// One token: `Some((reason, stopped by a stop string))` when the generation ends.
@@ -150,12 +199,7 @@ impl Generator {
         }
         // Decode: run the new token through the model to get the next one(s).
         match decoder {
-            Decoder::Stepwise(policy) => {
-                self.counts.decode(session, token, policy.as_mut(), &mut self.logits)?;
-                self.queued_trace.record(self.counts.last_step(), TokenSource::Decode, !policy.past_warmup());
-                self.decode_rows += 1;
-                self.queue.push_back(self.sampler.sample(&mut self.logits, session.tokens()));
-            }
+            Decoder::Stepwise(_) => self.pending = Some(token),
             Decoder::Speculative(speculator) => {
                 let tokens = speculator.cycle(session, &mut self.sampler, token, &mut self.counts.all)?;
                 self.queued_trace.record_full(TokenSource::Speculative);

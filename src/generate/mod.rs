@@ -13,7 +13,7 @@ use serde::Serialize;
 
 pub use decoder::{DecodeSpec, Decoder};
 pub use generator::Generator;
-pub use session::Session;
+pub use session::{DecodeRow, Session};
 pub use stats::SkipStats;
 pub use stop::StopMatcher;
 pub use trace::{LayerRun, TokenSource, TokenTrace};

@@ -2,7 +2,7 @@
 //! steps advance, and that a multi-turn chat keeps between turns.
 
 use crate::error::{Error, Result};
-use crate::model::{BlockCounts, KvCache, Llama, Step};
+use crate::model::{BlockCounts, KvCache, Llama, SeqStep, Step};
 use crate::skip::SkipPolicy;
 
 /// The context a session gets unless asked for another: Qwen2.5 declares 32768 positions,
@@ -13,6 +13,15 @@ pub const DEFAULT_CONTEXT: usize = 8192;
 /// there (a product's rounding depends on its row count), and a step's buffers stay small
 /// (about 60 MB of activations on Qwen2.5-Coder-1.5B) however long the prompt.
 pub const PREFILL_CHUNK: usize = 512;
+
+/// One sequence's row in [`Session::decode_batch`]: the token it feeds, under its policy,
+/// counted in its counts.
+pub struct DecodeRow<'s, 'm> {
+    pub session: &'s mut Session<'m>,
+    pub token: u32,
+    pub policy: &'s mut dyn SkipPolicy,
+    pub counts: &'s mut BlockCounts,
+}
 
 pub struct Session<'m> {
     model: &'m Llama,
@@ -84,6 +93,27 @@ impl<'m> Session<'m> {
         let step = Step::decode(&token, self.tokens.len());
         self.model.forward_into(step, &mut self.cache, policy, counts, logits)?;
         self.tokens.push(token);
+        Ok(())
+    }
+
+    /// Feeds each row's token to its session in one forward step and writes the logits after
+    /// them, `[rows, vocab]`, into `logits`. A one-row decode step rounds as its row alone
+    /// ([`crate::kernels::Rounding::PerRow`]), so every session gets the bits
+    /// [`Session::decode`] would give it.
+    pub fn decode_batch(model: &Llama, rows: &mut [DecodeRow], logits: &mut Vec<f32>) -> Result<()> {
+        let mut seqs: Vec<SeqStep> = rows
+            .iter_mut()
+            .map(|r| SeqStep {
+                step: Step::decode(&r.token, r.session.tokens.len()),
+                cache: &mut r.session.cache,
+                policy: &mut *r.policy,
+                counts: &mut *r.counts,
+            })
+            .collect();
+        model.forward_batch(&mut seqs, logits)?;
+        for r in rows.iter_mut() {
+            r.session.tokens.push(r.token);
+        }
         Ok(())
     }
 

@@ -41,13 +41,24 @@ impl WarmupSplit {
         policy: &mut dyn SkipPolicy,
         logits: &mut Vec<f32>,
     ) -> Result<()> {
+        session.decode(token, policy, self.begin_step(), logits)?;
+        self.file_step(policy);
+        Ok(())
+    }
+
+    /// The counts for the next decode step to fill (emptied), when the step runs elsewhere
+    /// (a batched step); [`WarmupSplit::file_step`] files them after it.
+    pub fn begin_step(&mut self) -> &mut BlockCounts {
         self.step.clear();
-        session.decode(token, policy, &mut self.step, logits)?;
+        &mut self.step
+    }
+
+    /// Files the counts of the step `policy` has just run.
+    pub fn file_step(&mut self, policy: &dyn SkipPolicy) {
         self.all.add(&self.step);
         if policy.past_warmup() {
             self.post_warmup.add(&self.step);
             self.post_warmup_steps += 1;
         }
-        Ok(())
     }
 }

@@ -18,6 +18,11 @@ pub struct Rope {
 }
 
 impl Rope {
+    /// The `(sin, cos)` pairs of one row in [`Rope::angles`].
+    pub fn pairs_per_row(&self) -> usize {
+        self.half
+    }
+
     pub fn new(cfg: &Config, freq_factors: Option<&[f32]>) -> Self {
         Self {
             theta_scale: cfg.rope_base.powf(-2.0 / cfg.rope_dim as f32),
@@ -27,10 +32,9 @@ impl Rope {
         }
     }
 
-    /// The `(sin, cos)` of every pair's angle at positions `pos0..pos0 + rows`, row after row:
-    /// computed once per step and shared by every layer's Q and K.
+    /// Appends the `(sin, cos)` of every pair's angle at positions `pos0..pos0 + rows` to `out`,
+    /// row after row: computed once per step and shared by every layer's Q and K.
     pub fn angles(&self, pos0: usize, rows: usize, out: &mut Vec<(f32, f32)>) {
-        out.clear();
         for pos in pos0..pos0 + rows {
             let mut theta = pos as f32;
             for i in 0..self.half {
@@ -42,11 +46,12 @@ impl Rope {
     }
 
     /// Rotates pair `i` of every head of each row of `x` by the row's `angles` (from
-    /// [`Rope::angles`]); the pair is `(2i, 2i + 1)` or `(i, i + half)` by [`RopePairs`]. The
+    /// [`Rope::angles`]; they may go on past the last row); the pair is `(2i, 2i + 1)` or `(i, i + half)` by [`RopePairs`]. The
     /// angle is built by repeated multiplication, `θ_{i+1} = θ_i · scale`, and the rotation
     /// uses one fused multiply-add per output, as ggml's compiled code does, so the rounding
     /// matches the peer engine.
     pub fn apply(&self, x: &mut [f32], row_len: usize, head_dim: usize, angles: &[(f32, f32)]) {
+        debug_assert!(angles.len() * row_len >= x.len() * self.half, "an angle for every row");
         let half = self.half;
         for (row, sin_cos) in x.chunks_exact_mut(row_len).zip(angles.chunks_exact(half)) {
             for head in row.chunks_exact_mut(head_dim) {

@@ -12,11 +12,12 @@ use std::cell::RefCell;
 use crate::error::{Error, Result};
 use crate::kernels::Rounding;
 use crate::model::attention::{attend, Queries, Rope};
+use crate::model::batch::{keep_output_rows, Group, SeqRows, SeqStep};
 use crate::model::config::Config;
 use crate::model::gguf::GgufFile;
 use crate::model::kv_cache::{KvCache, KvPrecision, KvStore};
 use crate::model::linear::Linear;
-use crate::model::ops::{add_assign, add_bias, cosine, norm, rms_norm, silu_mul};
+use crate::model::ops::{add_bias, cosine, norm, rms_norm, silu_mul};
 use crate::model::weights::{LayerWeights, Weights};
 use crate::model::workspace::Workspace;
 use crate::skip::{LayerPlan, Phase, Saturation, SkipPolicy};
@@ -134,7 +135,8 @@ impl Llama {
         Ok(logits)
     }
 
-    /// [`Llama::forward`] into `logits`, reusing its memory.
+    /// [`Llama::forward`] into `logits`, reusing its memory: the one-sequence case of
+    /// [`Llama::forward_batch`].
     pub fn forward_into(
         &self,
         step: Step,
@@ -143,140 +145,231 @@ impl Llama {
         counts: &mut BlockCounts,
         logits: &mut Vec<f32>,
     ) -> Result<()> {
-        let cfg = &self.config;
-        let rows = step.tokens.len();
-        if rows == 0 {
-            return Err(Error::InvalidArgument("a forward step needs at least one token".into()));
-        }
-        if step.pos + rows > cache.capacity() {
-            return Err(Error::ContextOverflow { tokens: step.pos + rows, context: cache.capacity() });
-        }
-        if let Some(&bad) = step.tokens.iter().find(|&&t| t as usize >= cfg.vocab_size) {
-            return Err(Error::InvalidArgument(format!("token id {bad} is outside the vocabulary")));
-        }
-        policy.begin_step(step.phase);
+        self.forward_batch(&mut [SeqStep { step, cache, policy, counts }], logits)
+    }
+
+    /// One forward step over the rows of several sequences, each at its own positions, with
+    /// its own cache and skip policy, and its block counts. Every weight product runs once over
+    /// the rows of all the sequences whose plans run it; attention runs per sequence over its
+    /// own cache. The logits are each sequence's (`[vocab]`, or `[rows, vocab]` with
+    /// `all_logits`), in order.
+    ///
+    /// A sequence shares the step only with rows that round each as its own decode step
+    /// ([`Rounding::PerRow`], or one row): its bits are then those of its step run alone.
+    pub fn forward_batch(&self, seqs: &mut [SeqStep], logits: &mut Vec<f32>) -> Result<()> {
+        self.check(seqs)?;
+        let rounding = match seqs {
+            [only] => only.step.rounding,
+            _ => Rounding::PerRow,
+        };
         with_workspace(|ws| {
-            ws.prepare(cfg, rows);
-            self.rope.angles(step.pos, rows, &mut ws.rope);
-            for (x, &token) in ws.x.chunks_exact_mut(cfg.dim).zip(step.tokens) {
-                self.weights.token_embd.row(token, x);
-            }
-            let mut last = (rows - 1) * cfg.dim;
-            let mut previous_ffn_ran = true;
-            for l in 0..cfg.n_layers {
-                let plan = policy.plan(l);
-                let ffn_runs = plan == LayerPlan::Full;
-                if !ffn_runs && previous_ffn_ran {
-                    counts.ffn_skip_runs += rows as u64;
-                }
-                previous_ffn_ran = ffn_runs;
-                match plan {
-                    LayerPlan::Drop => {}
-                    LayerPlan::SkipLayerCopyKv => {
-                        self.write_kv(l, ws, step, cache, false)?;
-                        counts.kv_writes[l] += rows as u64;
-                    }
-                    plan @ (LayerPlan::Full | LayerPlan::SkipFfn) => {
-                        let wants = policy.wants_saturation(l);
-                        if wants {
-                            copy_into(&mut ws.layer_input, &ws.x[last..]);
-                        }
-                        // h_mid = x + Attn(RMSNorm_att(x))
-                        self.attention(l, ws, step, cache)?;
-                        add_assign(&mut ws.x, &ws.delta);
-                        counts.attention[l] += rows as u64;
-                        counts.kv_writes[l] += rows as u64;
-                        if l == cfg.n_layers - 1 && !step.all_logits {
-                            // Only the last row's logits are wanted, so only that row goes on
-                            // past the last attention, as in llama.cpp: the rows dropped here
-                            // are not skipped (they are counted), only unused, and a product's
-                            // rounding depends on its row count (`kernels::blocks_k`).
-                            ws.x.drain(..last);
-                            last = 0;
-                        }
-                        if plan == LayerPlan::Full {
-                            // h_out = h_mid + FFN(RMSNorm_ffn(h_mid))
-                            self.ffn(l, ws, step.rounding)?;
-                            if wants {
-                                copy_into(&mut ws.h_mid, &ws.x[last..]);
-                            }
-                            add_assign(&mut ws.x, &ws.delta);
-                            counts.ffn[l] += rows as u64;
-                            if wants {
-                                policy.observe(l, saturation(&ws.layer_input, &ws.h_mid, &ws.x[last..]));
-                            }
-                        }
-                    }
-                }
-            }
-            let out_rows = if step.all_logits { rows } else { 1 };
-            let x = &ws.x[ws.x.len() - out_rows * cfg.dim..];
-            let xn = &mut ws.xn[..out_rows * cfg.dim];
-            rms_norm(x, &self.weights.output_norm, cfg.rms_eps, xn);
-            logits.resize(out_rows * cfg.vocab_size, 0.0);
-            self.weights.output.forward_into(xn, out_rows, step.rounding, logits)
+            let (mut rows, mut group) = (std::mem::take(&mut ws.seqs), std::mem::take(&mut ws.group));
+            let result = self.run(seqs, ws, &mut rows, &mut group, rounding, logits);
+            (ws.seqs, ws.group) = (rows, group);
+            result
         })
     }
 
-    /// Normalises the residual into `ws.xn`, projects K and V (and Q into `ws.q` if
-    /// `with_q`), adds the projections' biases if the architecture has them, applies RoPE and
-    /// stores K and V at `pos..`.
-    fn write_kv(&self, l: usize, ws: &mut Workspace, step: Step, cache: &mut KvCache, with_q: bool) -> Result<()> {
-        let (cfg, w) = (&self.config, &self.weights.layers[l]);
-        let rows = ws.x.len() / cfg.dim;
-        rms_norm(&ws.x, &w.attn_norm, cfg.rms_eps, &mut ws.xn);
-        if with_q {
-            let outs = &mut [&mut ws.q[..], &mut ws.k[..], &mut ws.v[..]];
-            Linear::forward_shared(&[&w.attn_q, &w.attn_k, &w.attn_v], &ws.xn, rows, step.rounding, outs)?;
-        } else {
-            let outs = &mut [&mut ws.k[..], &mut ws.v[..]];
-            Linear::forward_shared(&[&w.attn_k, &w.attn_v], &ws.xn, rows, step.rounding, outs)?;
+    fn check(&self, seqs: &[SeqStep]) -> Result<()> {
+        if seqs.is_empty() {
+            return Err(Error::InvalidArgument("a forward step needs at least one sequence".into()));
         }
-        if let Some(b) = &w.qkv_bias {
-            if with_q {
-                add_bias(&mut ws.q, &b.q);
+        for SeqStep { step, cache, .. } in seqs {
+            let rows = step.tokens.len();
+            if rows == 0 {
+                return Err(Error::InvalidArgument("a forward step needs at least one token".into()));
             }
-            add_bias(&mut ws.k, &b.k);
-            add_bias(&mut ws.v, &b.v);
+            if step.pos + rows > cache.capacity() {
+                return Err(Error::ContextOverflow { tokens: step.pos + rows, context: cache.capacity() });
+            }
+            if let Some(&bad) = step.tokens.iter().find(|&&t| t as usize >= self.config.vocab_size) {
+                return Err(Error::InvalidArgument(format!("token id {bad} is outside the vocabulary")));
+            }
+            if seqs.len() > 1 && rows > 1 && step.rounding != Rounding::PerRow {
+                return Err(Error::InvalidArgument(
+                    "a step shared by several sequences must round its rows as decode steps".into(),
+                ));
+            }
         }
-        if with_q {
-            self.rope.apply(&mut ws.q, cfg.q_dim(), cfg.head_dim, &ws.rope);
-        }
-        self.rope.apply(&mut ws.k, cfg.kv_dim(), cfg.head_dim, &ws.rope);
-        cache.write(l, step.pos, &ws.k, &ws.v);
         Ok(())
     }
 
-    /// `ws.delta = Attn_l(RMSNorm_att(x))`; the caller adds it to the residual.
-    fn attention(&self, l: usize, ws: &mut Workspace, step: Step, cache: &mut KvCache) -> Result<()> {
-        let (cfg, w) = (&self.config, &self.weights.layers[l]);
-        self.write_kv(l, ws, step, cache, true)?;
-        let rows = ws.x.len() / cfg.dim;
-        let end = (step.pos + rows) * cfg.kv_dim();
-        let queries = Queries { q: &ws.q, pos0: step.pos, rounding: step.rounding };
-        match cache.store() {
-            KvStore::F16(b) => {
-                let (keys, values) = b.get(l, end);
-                attend(cfg, queries, keys, values, cache.capacity(), &mut ws.heads);
+    fn run(
+        &self,
+        seqs: &mut [SeqStep],
+        ws: &mut Workspace,
+        rows: &mut Vec<SeqRows>,
+        group: &mut Group,
+        rounding: Rounding,
+        logits: &mut Vec<f32>,
+    ) -> Result<()> {
+        let (cfg, dim) = (&self.config, self.config.dim);
+        let total = seqs.iter().map(|s| s.step.tokens.len()).sum();
+        ws.prepare(cfg, total, seqs.len());
+        ws.rope.clear();
+        rows.clear();
+        for s in seqs.iter_mut() {
+            let (start, len) = (rows.last().map_or(0, |r: &SeqRows| r.start + r.len), s.step.tokens.len());
+            self.rope.angles(s.step.pos, len, &mut ws.rope);
+            for (x, &token) in ws.x[start * dim..(start + len) * dim].chunks_exact_mut(dim).zip(s.step.tokens) {
+                self.weights.token_embd.row(token, x);
             }
-            KvStore::F32(b) => {
-                let (keys, values) = b.get(l, end);
-                attend(cfg, queries, keys, values, cache.capacity(), &mut ws.heads);
+            s.policy.begin_step(s.step.phase);
+            let plan = LayerPlan::Full;
+            rows.push(SeqRows { start, len, angle_start: start, step_rows: len, plan, previous_ffn_ran: true, wants: false });
+        }
+        for l in 0..cfg.n_layers {
+            for (i, (s, r)) in seqs.iter_mut().zip(rows.iter_mut()).enumerate() {
+                r.plan = s.policy.plan(l);
+                let ffn_runs = r.plan == LayerPlan::Full;
+                if !ffn_runs && r.previous_ffn_ran {
+                    s.counts.ffn_skip_runs += r.step_rows as u64;
+                }
+                r.previous_ffn_ran = ffn_runs;
+                r.wants = ffn_runs && s.policy.wants_saturation(l);
+                if r.wants {
+                    ws.layer_input[i * dim..][..dim].copy_from_slice(&ws.x[r.last() * dim..][..dim]);
+                }
+                let n = r.step_rows as u64;
+                match r.plan {
+                    LayerPlan::Drop => {}
+                    LayerPlan::SkipLayerCopyKv => s.counts.kv_writes[l] += n,
+                    LayerPlan::Full | LayerPlan::SkipFfn => {
+                        s.counts.attention[l] += n;
+                        s.counts.kv_writes[l] += n;
+                    }
+                }
+            }
+            group.select(rows, |plan| plan == LayerPlan::SkipLayerCopyKv);
+            if !group.is_empty() {
+                self.write_kv(l, ws, seqs, rows, group, rounding, false)?;
+            }
+            group.select(rows, |plan| matches!(plan, LayerPlan::Full | LayerPlan::SkipFfn));
+            if !group.is_empty() {
+                // h_mid = x + Attn(RMSNorm_att(x))
+                self.attention(l, ws, seqs, rows, group, rounding)?;
+                group.add_back(rows, &mut ws.x, &ws.delta, dim);
+            }
+            if l == cfg.n_layers - 1 {
+                // Past the last attention only the rows whose logits are wanted go on, as in
+                // llama.cpp: a product's rounding depends on its row count (`kernels::blocks_k`).
+                keep_output_rows(&mut ws.x, rows, |i| seqs[i].step.all_logits, dim);
+            }
+            group.select(rows, |plan| plan == LayerPlan::Full);
+            if !group.is_empty() {
+                // h_out = h_mid + FFN(RMSNorm_ffn(h_mid))
+                self.ffn(l, ws, rows, group, rounding)?;
+                for &i in group.members.iter().filter(|&&i| rows[i].wants) {
+                    ws.h_mid[i * dim..][..dim].copy_from_slice(&ws.x[rows[i].last() * dim..][..dim]);
+                }
+                group.add_back(rows, &mut ws.x, &ws.delta, dim);
+                for &i in &group.members {
+                    let (s, r) = (&mut seqs[i], &rows[i]);
+                    s.counts.ffn[l] += r.step_rows as u64;
+                    if r.wants {
+                        let (input, h_mid) = (&ws.layer_input[i * dim..][..dim], &ws.h_mid[i * dim..][..dim]);
+                        s.policy.observe(l, saturation(input, h_mid, &ws.x[r.last() * dim..][..dim]));
+                    }
+                }
             }
         }
-        w.attn_output.forward_into(&ws.heads, rows, step.rounding, &mut ws.delta)
+        let out_rows = ws.x.len() / dim;
+        let xn = &mut ws.xn[..out_rows * dim];
+        rms_norm(&ws.x, &self.weights.output_norm, cfg.rms_eps, xn);
+        logits.resize(out_rows * cfg.vocab_size, 0.0);
+        self.weights.output.forward_into(xn, out_rows, rounding, logits)
     }
 
-    /// `ws.delta = FFN_l(RMSNorm_ffn(h_mid))` for the rows of `ws.x`, the SwiGLU block; the
-    /// caller adds it to the residual.
-    fn ffn(&self, l: usize, ws: &mut Workspace, rounding: Rounding) -> Result<()> {
+    /// For the rows of `group`: normalises the residual into `ws.xn`, projects K and V (and Q
+    /// into `ws.q` if `with_q`), adds the projections' biases if the architecture has them,
+    /// applies RoPE and stores each sequence's K and V in its cache at its positions.
+    #[allow(clippy::too_many_arguments)]
+    fn write_kv(
+        &self,
+        l: usize,
+        ws: &mut Workspace,
+        seqs: &mut [SeqStep],
+        rows: &[SeqRows],
+        group: &Group,
+        rounding: Rounding,
+        with_q: bool,
+    ) -> Result<()> {
         let (cfg, w) = (&self.config, &self.weights.layers[l]);
-        let rows = ws.x.len() / cfg.dim;
-        let (xn, delta) = (&mut ws.xn[..rows * cfg.dim], &mut ws.delta[..rows * cfg.dim]);
-        let (gate, hidden) = (&mut ws.gate[..rows * cfg.ffn_dim], &mut ws.hidden[..rows * cfg.ffn_dim]);
-        rms_norm(&ws.x, &w.ffn_norm, cfg.rms_eps, xn);
-        Linear::forward_gated(&w.ffn_gate, &w.ffn_up, xn, rows, rounding, gate, hidden, &silu_mul)?;
-        w.ffn_down.forward_into(hidden, rows, rounding, delta)
+        let (n, q_dim, kv_dim) = (group.rows, cfg.q_dim(), cfg.kv_dim());
+        let xn = &mut ws.xn[..n * cfg.dim];
+        rms_norm(group.input(rows, &ws.x, cfg.dim, &mut ws.gathered), &w.attn_norm, cfg.rms_eps, xn);
+        let (q, k, v) = (&mut ws.q[..n * q_dim], &mut ws.k[..n * kv_dim], &mut ws.v[..n * kv_dim]);
+        if with_q {
+            Linear::forward_shared(&[&w.attn_q, &w.attn_k, &w.attn_v], xn, n, rounding, &mut [q, k, v])?;
+        } else {
+            Linear::forward_shared(&[&w.attn_k, &w.attn_v], xn, n, rounding, &mut [k, v])?;
+        }
+        let (q, k, v) = (&mut ws.q[..n * q_dim], &mut ws.k[..n * kv_dim], &mut ws.v[..n * kv_dim]);
+        if let Some(b) = &w.qkv_bias {
+            if with_q {
+                add_bias(q, &b.q);
+            }
+            add_bias(k, &b.k);
+            add_bias(v, &b.v);
+        }
+        let pairs = self.rope.pairs_per_row();
+        for (i, g) in group.parts(rows) {
+            let angles = &ws.rope[rows[i].angle_start * pairs..];
+            if with_q {
+                self.rope.apply(&mut q[g.start * q_dim..g.end * q_dim], q_dim, cfg.head_dim, angles);
+            }
+            let (k, v) = (&mut k[g.start * kv_dim..g.end * kv_dim], &v[g.start * kv_dim..g.end * kv_dim]);
+            self.rope.apply(k, kv_dim, cfg.head_dim, angles);
+            let s = &mut seqs[i];
+            s.cache.write(l, s.step.pos, k, v);
+        }
+        Ok(())
+    }
+
+    /// `ws.delta = Attn_l(RMSNorm_att(x))` for the rows of `group`, gathered; each sequence's
+    /// rows attend over its own cache. The caller adds it to the residual.
+    fn attention(
+        &self,
+        l: usize,
+        ws: &mut Workspace,
+        seqs: &mut [SeqStep],
+        rows: &[SeqRows],
+        group: &Group,
+        rounding: Rounding,
+    ) -> Result<()> {
+        let (cfg, w) = (&self.config, &self.weights.layers[l]);
+        self.write_kv(l, ws, seqs, rows, group, rounding, true)?;
+        let (n, q_dim) = (group.rows, cfg.q_dim());
+        for (i, g) in group.parts(rows) {
+            let step = seqs[i].step;
+            let end = (step.pos + g.len()) * cfg.kv_dim();
+            let queries = Queries { q: &ws.q[g.start * q_dim..g.end * q_dim], pos0: step.pos, rounding: step.rounding };
+            let heads = &mut ws.heads[g.start * q_dim..g.end * q_dim];
+            let cache = &seqs[i].cache;
+            match cache.store() {
+                KvStore::F16(b) => {
+                    let (keys, values) = b.get(l, end);
+                    attend(cfg, queries, keys, values, cache.capacity(), heads);
+                }
+                KvStore::F32(b) => {
+                    let (keys, values) = b.get(l, end);
+                    attend(cfg, queries, keys, values, cache.capacity(), heads);
+                }
+            }
+        }
+        w.attn_output.forward_into(&ws.heads[..n * q_dim], n, rounding, &mut ws.delta[..n * cfg.dim])
+    }
+
+    /// `ws.delta = FFN_l(RMSNorm_ffn(h_mid))` for the rows of `group`, gathered: the SwiGLU
+    /// block. The caller adds it to the residual.
+    fn ffn(&self, l: usize, ws: &mut Workspace, rows: &[SeqRows], group: &Group, rounding: Rounding) -> Result<()> {
+        let (cfg, w) = (&self.config, &self.weights.layers[l]);
+        let n = group.rows;
+        let (xn, delta) = (&mut ws.xn[..n * cfg.dim], &mut ws.delta[..n * cfg.dim]);
+        let (gate, hidden) = (&mut ws.gate[..n * cfg.ffn_dim], &mut ws.hidden[..n * cfg.ffn_dim]);
+        rms_norm(group.input(rows, &ws.x, cfg.dim, &mut ws.gathered), &w.ffn_norm, cfg.rms_eps, xn);
+        Linear::forward_gated(&w.ffn_gate, &w.ffn_up, xn, n, rounding, gate, hidden, &silu_mul)?;
+        w.ffn_down.forward_into(hidden, n, rounding, delta)
     }
 }
 
@@ -287,11 +380,6 @@ thread_local! {
 /// Runs `f` with this thread's workspace.
 fn with_workspace<R>(f: impl FnOnce(&mut Workspace) -> R) -> R {
     WORKSPACE.with(|ws| f(&mut ws.borrow_mut()))
-}
-
-fn copy_into(dst: &mut Vec<f32>, src: &[f32]) {
-    dst.clear();
-    dst.extend_from_slice(src);
 }
 
 /// The saturation signals of one row from the layer input `x`, `h_mid` and `h_out`.

@@ -1,6 +1,7 @@
 //! Loading a llama-family GGUF and running its forward pass.
 
 mod attention;
+mod batch;
 pub mod config;
 mod embedding;
 pub mod gguf;
@@ -18,5 +19,6 @@ mod workspace;
 pub use config::Config;
 pub use gguf::GgufFile;
 pub use kv_cache::{KvCache, KvPrecision};
+pub use batch::SeqStep;
 pub use llama::{saturation, BlockCounts, Llama, Step};
 pub use weights::LayerWeights;

@@ -1,7 +1,9 @@
 //! The engine thread: it owns the model and up to `parallel` sessions (KV cache slots), takes
 //! jobs from the queue when a slot is free, and advances every running job by one token per
-//! round, so sequences join and leave between steps. A job whose client has gone (its event
-//! channel closed) is dropped at its next step, freeing the slot.
+//! round, so sequences join and leave between steps. In a round each job emits its next token,
+//! then the tokens of every job with a stepwise decoder go through the model together, one row
+//! each in one batched forward (speculative decoders run their own forwards). A job whose
+//! client has gone (its event channel closed) is dropped at its next step, freeing the slot.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc::{Receiver, TryRecvError};
@@ -12,7 +14,7 @@ use super::job::{Event, Job, Outcome, TracedToken};
 use super::metrics::Metrics;
 use super::Loaded;
 use crate::error::Result;
-use crate::generate::{Decoder, FinishReason, GenerateOptions, Generator, Session, SkipStats};
+use crate::generate::{DecodeRow, Decoder, FinishReason, GenerateOptions, Generator, Session, SkipStats};
 use crate::model::Llama;
 
 /// How often the decode throughput gauge is refreshed.
@@ -32,12 +34,14 @@ pub struct Engine<'m> {
     sessions: Vec<Session<'m>>,
     free: Vec<usize>,
     running: Vec<Running>,
+    /// The batched decode step's logits, `[rows, vocab]`.
+    logits: Vec<f32>,
 }
 
 impl<'m> Engine<'m> {
     pub fn new(model: &'m Llama, loaded: Arc<Loaded>, metrics: Arc<Metrics>, parallel: usize) -> Result<Self> {
         let sessions = (0..parallel).map(|_| Session::new(model, Some(loaded.context))).collect::<Result<Vec<_>>>()?;
-        Ok(Self { model, loaded, metrics, sessions, free: (0..parallel).rev().collect(), running: Vec::new() })
+        Ok(Self { model, loaded, metrics, sessions, free: (0..parallel).rev().collect(), running: Vec::new(), logits: Vec::new() })
     }
 
     /// Serves jobs until the queue's senders are gone.
@@ -105,7 +109,8 @@ impl<'m> Engine<'m> {
         }
     }
 
-    /// One token for every running job; returns how many tokens were generated.
+    /// One token for every running job, then one batched decode step for those that need
+    /// one; returns how many tokens were generated.
     fn round(&mut self) -> u64 {
         let mut generated = 0;
         let mut i = 0;
@@ -118,7 +123,7 @@ impl<'m> Engine<'m> {
             }
             let before = r.generator.tokens().len();
             let events = &r.job.events;
-            let step = r.generator.step(&mut self.sessions[r.slot], &self.loaded.tokenizer, &mut r.decoder, &mut |piece| {
+            let step = r.generator.emit_next(&mut self.sessions[r.slot], &self.loaded.tokenizer, &mut r.decoder, &mut |piece| {
                 let _ = events.send(Event::Text(piece.to_string()));
             });
             let after = r.generator.tokens().len();
@@ -142,7 +147,43 @@ impl<'m> Engine<'m> {
             }
         }
         self.metrics.generated_tokens.fetch_add(generated, Relaxed);
+        self.decode_batch();
         generated
+    }
+
+    /// Feeds the pending token of every running job with a stepwise decoder, all in one
+    /// forward, and samples each job's next token from its row of the logits.
+    fn decode_batch(&mut self) {
+        let mut sessions: Vec<Option<&mut Session<'m>>> = self.sessions.iter_mut().map(Some).collect();
+        let (mut rows, mut batched) = (Vec::new(), Vec::new());
+        for (i, r) in self.running.iter_mut().enumerate() {
+            let (Some(token), Decoder::Stepwise(policy)) = (r.generator.pending_decode(), &mut r.decoder) else {
+                continue;
+            };
+            let session = sessions[r.slot].take().expect("one running job per slot");
+            rows.push(DecodeRow { session, token, policy: policy.as_mut(), counts: r.generator.step_counts() });
+            batched.push(i);
+        }
+        if rows.is_empty() {
+            return;
+        }
+        let decoded = Session::decode_batch(self.model, &mut rows, &mut self.logits);
+        drop(rows);
+        if let Err(e) = decoded {
+            // Highest index first: `release` moves the last job into the freed place.
+            for &i in batched.iter().rev() {
+                let r = self.release(i);
+                let _ = r.job.events.send(Event::Failed(e.to_string()));
+            }
+            return;
+        }
+        let vocab = self.model.config.vocab_size;
+        for (&i, logits) in batched.iter().zip(self.logits.chunks_exact_mut(vocab)) {
+            let r = &mut self.running[i];
+            if let Decoder::Stepwise(policy) = &r.decoder {
+                r.generator.accept(&self.sessions[r.slot], policy.as_ref(), logits);
+            }
+        }
     }
 
     fn release(&mut self, i: usize) -> Running {

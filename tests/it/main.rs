@@ -1,6 +1,7 @@
 //! Integration tests, one binary: `cargo test --release`.
 
 mod cli_errors;
+mod batch;
 mod common;
 mod eval;
 mod fetch;

@@ -277,16 +277,10 @@ fn serve_full_queue_refuses_and_disconnect_frees_the_slot() {
     assert_eq!(server.get("/health").0, 200);
 }
 
-#[test]
-fn serve_concurrent_greedy_requests_equal_the_cli() {
+/// Sends the `(endpoint, prompt, policy)` cases at once to a server with 4 slots and checks
+/// every greedy answer against `ffnskip generate` with the same settings.
+fn concurrent_greedy_requests_equal_the_cli(cases: &[(&'static str, &'static str, &'static str)]) {
     let server = Server::start(&["--api-key", KEY, "--parallel", "4"]);
-    // (endpoint, prompt, policy): chat and raw completion, dense and skipping.
-    let cases = [
-        ("chat", "What is the capital of France?", "dense"),
-        ("completion", "The quick brown fox", "dense"),
-        ("chat", "Write a haiku about rain.", "ffnskip@0.5:warmup=2"),
-        ("completion", "def fibonacci(n):", "ffnskip@0.25:warmup=0"),
-    ];
     let max_tokens = 16;
     let handles: Vec<_> = cases
         .iter()
@@ -311,7 +305,12 @@ fn serve_concurrent_greedy_requests_equal_the_cli() {
     let served: Vec<String> = handles.into_iter().map(|h| h.join().unwrap()).collect();
     for ((kind, prompt, policy), served) in cases.iter().zip(served) {
         let n = max_tokens.to_string();
-        let mut args = vec!["generate", "-t", "2", "-p", prompt, "-n", &n, "--policy", policy];
+        let decoding = match policy.strip_prefix("speculate:") {
+            Some(draft) => ["--speculate", draft],
+            None => ["--policy", policy],
+        };
+        let mut args = vec!["generate", "-t", "2", "-p", prompt, "-n", &n];
+        args.extend(decoding);
         if *kind == "chat" {
             args.push("--chat");
         }
@@ -319,6 +318,31 @@ fn serve_concurrent_greedy_requests_equal_the_cli() {
         assert!(out.status.success());
         assert_eq!(stdout(&out), format!("{served}\n"), "{kind} {prompt:?} under {policy}");
     }
+}
+
+#[test]
+fn serve_concurrent_greedy_requests_equal_the_cli() {
+    // Chat and raw completion, dense and skipping.
+    concurrent_greedy_requests_equal_the_cli(&[
+        ("chat", "What is the capital of France?", "dense"),
+        ("completion", "The quick brown fox", "dense"),
+        ("chat", "Write a haiku about rain.", "ffnskip@0.5:warmup=2"),
+        ("completion", "def fibonacci(n):", "ffnskip@0.25:warmup=0"),
+    ]);
+}
+
+#[test]
+fn serve_mixed_policies_in_one_batch_equal_the_cli() {
+    // Six requests on four slots, so two join the batch as others leave; whole-layer skipping,
+    // random skipping and speculation (which runs outside the batch) next to FFN skipping.
+    concurrent_greedy_requests_equal_the_cli(&[
+        ("completion", "Once upon a time, in a small village by the sea,", "layer-early-exit@0.15:warmup=2:tau=0.5"),
+        ("chat", "Name three primary colours.", "random@0.3:warmup=2:seed=7"),
+        ("completion", "The three primary colours are", "ffnskip@0.25:warmup=2"),
+        ("chat", "What is the capital of France?", "speculate:ngram"),
+        ("completion", "In 1969, the first humans", "dense"),
+        ("chat", "Write a haiku about rain.", "ffnskip@0.5:warmup=0"),
+    ]);
 }
 
 #[test]
