@@ -1,7 +1,7 @@
 //! `ffnskip serve`: an OpenAI-compatible HTTP server. The HTTP side ([`routes`]) validates and
-//! queues requests; one engine thread ([`scheduler`]) owns the model and interleaves the
-//! running requests token by token, each in its own KV cache slot with its own sampler and
-//! skip policy.
+//! queues requests; one engine thread ([`scheduler`]) owns the model and advances the running
+//! requests a token per round in one batched forward, each in its own KV cache slot with its own
+//! sampler and skip policy; [`web`] is the chat page at `/`.
 
 mod auth;
 mod error;
