@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Aggregate throughput of one server at several client counts, side by side: runs
 `serve-load.py` for each count in turn, --rounds times (interleaved, so load from other
-processes hits every count alike), and prints each count's runs and their median.
+processes hits every count alike), and prints each count's runs and their median (of aggregate tok/s, and of each run's p50/p99
+time per output token and to first token).
 
     python3 scripts/serve-scaling.py --url http://127.0.0.1:18416 --clients 1,4 --tokens 256 \
         --max-tokens 64 --rounds 5 -- --policies dense
@@ -43,7 +44,9 @@ def main():
             "median_tok_s": med,
             "ratio_to_first": round(med / base, 2),
             "tpot_ms_p50": statistics.median(r["tpot_ms_p50"] for r in runs[c]),
+            "tpot_ms_p99": statistics.median(r["tpot_ms_p99"] for r in runs[c]),
             "ttft_ms_p50": statistics.median(r["ttft_ms_p50"] for r in runs[c]),
+            "ttft_ms_p99": statistics.median(r["ttft_ms_p99"] for r in runs[c]),
         }))
 
 
