@@ -226,6 +226,11 @@ fn hf_err(e: impl std::fmt::Display) -> Error {
     Error::Tokenizer(e.to_string())
 }
 
+// Both builders turn off the BPE's word cache (`cache_capacity(0)`). In tokenizers 0.23 that
+// cache is a thread-local map keyed by a per-`BPE` id that nothing removes when the `BPE` is
+// dropped (models/bpe/model.rs, `BPE_LOCAL_CACHE`): every tokenizer built and used on a thread
+// leaves its cached words there for the thread's lifetime, about 1 KB for one short text. The
+// cache only skips re-merging a word seen before, a small share of encoding a prompt.
 fn byte_level_bpe(v: &Vocabulary) -> Result<HfTokenizer> {
     let merges = v
         .merges
@@ -236,7 +241,7 @@ fn byte_level_bpe(v: &Vocabulary) -> Result<HfTokenizer> {
                 .ok_or_else(|| Error::Tokenizer(format!("malformed merge '{m}'")))
         })
         .collect::<Result<Vec<_>>>()?;
-    let bpe = BPE::builder().vocab_and_merges(vocab_map(v), merges).build().map_err(hf_err)?;
+    let bpe = BPE::builder().vocab_and_merges(vocab_map(v), merges).cache_capacity(0).build().map_err(hf_err)?;
     let mut hf = HfTokenizer::new(bpe);
     let byte_level = ByteLevel::new(false, true, true);
     match v.pre.as_deref() {
@@ -281,7 +286,8 @@ fn sentencepiece_bpe(v: &Vocabulary) -> Result<HfTokenizer> {
     }
     merges.sort_by(|x, y| y.0.total_cmp(&x.0).then(x.1.cmp(&y.1)).then(x.2.cmp(&y.2)));
     let merges = merges.into_iter().map(|m| (m.3, m.4)).collect();
-    let mut builder = BPE::builder().vocab_and_merges(vocab, merges).byte_fallback(true).fuse_unk(true);
+    let mut builder =
+        BPE::builder().vocab_and_merges(vocab, merges).byte_fallback(true).fuse_unk(true).cache_capacity(0);
     if let Some(unk) = v.tokens.iter().zip(&v.token_types).find(|(_, &t)| t == 2) {
         builder = builder.unk_token(unk.0.clone());
     }

@@ -1,35 +1,51 @@
 //! Decoding a token allocates nothing: every buffer of the forward pass, the products and
-//! attention is reused from step to step. A separate test binary, because it installs a
-//! counting global allocator.
+//! attention is reused from step to step. Building, using and dropping a tokenizer leaves
+//! nothing behind. A separate test binary, because it installs a counting global allocator.
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ffnskip::generate::Session;
 use ffnskip::model::BlockCounts;
 use ffnskip::skip::PolicySpec;
+use ffnskip::tokenizer::{Tokenizer, Vocabulary};
 use ffnskip::Engine;
 
-/// Counts allocations on every thread (the pool's workers included).
+/// Counts allocations on every thread (the pool's workers included), and the bytes each thread
+/// holds (allocated minus freed on that thread, so tests running beside each other do not mix).
 struct Counting;
 
 static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    // `const`: no lazy initialisation, which could itself allocate inside the allocator.
+    static HELD: Cell<isize> = const { Cell::new(0) };
+}
+
+fn held(delta: isize) {
+    HELD.with(|h| h.set(h.get() + delta));
+}
 
 // SAFETY: forwards to the system allocator unchanged.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        held(layout.size() as isize);
         System.alloc(layout)
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        held(-(layout.size() as isize));
         System.dealloc(ptr, layout)
     }
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        held(layout.size() as isize);
         System.alloc_zeroed(layout)
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        held(new_size as isize - layout.size() as isize);
         System.realloc(ptr, layout, new_size)
     }
 }
@@ -65,6 +81,49 @@ fn decode_steps_allocate_nothing() {
         let allocated = ALLOCATIONS.load(Ordering::SeqCst) - before;
         assert_eq!(allocated, 0, "{spec}: {allocated} allocations in 16 decode steps (last token {token})");
         assert!(counts.ffn.iter().sum::<u64>() > 0);
+    }
+}
+
+/// tokenizers 0.23 kept every BPE's cached words in a thread-local map that outlives the BPE
+/// (about 1 KB per tokenizer built and used; src/tokenizer.rs): the fuzz target's memory grew
+/// without bound. Both BPE kinds, byte-level and SentencePiece.
+#[test]
+fn tokenizers_built_and_dropped_leave_nothing_behind() {
+    for model in ["gpt2", "llama"] {
+        let cycle = |i: usize| {
+            let tok = Tokenizer::from_vocabulary(vocabulary(model)).expect("a valid vocabulary");
+            let ids = tok.encode(&format!("hello world {i} <|im_end|>")).expect("encode");
+            assert!(!ids.is_empty());
+        };
+        // The first cycles fill tokenizers' lazily built statics (regexes, byte tables).
+        (0..10).for_each(cycle);
+        let before = HELD.with(Cell::get);
+        (0..1000).for_each(cycle);
+        let grown = HELD.with(Cell::get) - before;
+        assert!(grown < 4096, "{model}: 1000 tokenizers built, used and dropped left {grown} bytes behind");
+    }
+}
+
+/// A small vocabulary of either tokenizer model: letters, a few merged pieces, a control token.
+fn vocabulary(model: &str) -> Vocabulary {
+    let space = if model == "gpt2" { "Ġ" } else { "▁" };
+    let mut tokens: Vec<String> = (b'a'..=b'z').map(|c| (c as char).to_string()).collect();
+    tokens.extend([space, "he", "ll", "hell", "<|im_end|>"].map(String::from));
+    let n = tokens.len();
+    let mut token_types = vec![1; n];
+    token_types[n - 1] = 3;
+    Vocabulary {
+        model: model.into(),
+        pre: None,
+        tokens,
+        token_types,
+        scores: (0..n).map(|i| i as f32).collect(),
+        merges: ["h e", "l l", "he ll"].map(String::from).to_vec(),
+        bos: None,
+        eos: Some(n as u32 - 1),
+        eot: None,
+        add_bos: false,
+        add_space_prefix: true,
     }
 }
 

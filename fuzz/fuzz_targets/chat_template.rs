@@ -1,22 +1,9 @@
 //! Fuzzed chat templates rendered with fuzzed messages: any template ends in output or a
 //! clean error within the fuel and output limits.
+//! The body is shared with the fuzz smoke test of the normal test build (tests/it/fuzz_smoke.rs).
 #![no_main]
 
-use arbitrary::Arbitrary;
-use ffnskip::chat::{ChatTemplate, Message};
-use libfuzzer_sys::fuzz_target;
+#[path = "../bodies/chat_template.rs"]
+mod body;
 
-#[derive(Debug, Arbitrary)]
-struct Input {
-    template: String,
-    bos: String,
-    eos: String,
-    messages: Vec<(String, String)>,
-    add_generation_prompt: bool,
-}
-
-fuzz_target!(|input: Input| {
-    let Ok(t) = ChatTemplate::new(&input.template, &input.bos, &input.eos) else { return };
-    let messages: Vec<Message> = input.messages.iter().map(|(r, c)| Message::new(r, c)).collect();
-    let _ = t.render(&messages, input.add_generation_prompt);
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| body::run(data));

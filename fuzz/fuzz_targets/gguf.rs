@@ -1,17 +1,9 @@
 //! Bytes → GGUF header, tensor layout, Config and weights, tokenizer and chat template, or a
 //! clean error: exactly what `Engine::load` does with a file.
+//! The body is shared with the fuzz smoke test of the normal test build (tests/it/fuzz_smoke.rs).
 #![no_main]
 
-use std::path::Path;
+#[path = "../bodies/gguf.rs"]
+mod body;
 
-use ffnskip::model::{GgufFile, Llama};
-use ffnskip::tokenizer::Tokenizer;
-use libfuzzer_sys::fuzz_target;
-
-fuzz_target!(|data: &[u8]| {
-    let Ok(gguf) = GgufFile::from_bytes(Path::new("fuzz.gguf"), data) else { return };
-    let _ = Llama::load(&gguf);
-    if let Ok(tokenizer) = Tokenizer::from_gguf(&gguf) {
-        let _ = ffnskip::chat::ChatTemplate::from_gguf(&gguf, &tokenizer);
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| body::run(data));

@@ -6,6 +6,7 @@ mod common;
 mod eval;
 mod fetch;
 mod forward;
+mod fuzz_smoke;
 mod generate_cli;
 mod hostile;
 mod profile;
