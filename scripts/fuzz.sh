@@ -15,9 +15,9 @@ targets=(${FUZZ_TARGETS:-gguf tokenizer chat_template policy_spec server_request
 export ASAN_OPTIONS="${ASAN_OPTIONS:-quarantine_size_mb=16:malloc_context_size=0}"
 failed=()
 cargo +nightly fuzz build -O 2>&1 | tail -n 3
-# FUZZ_RESTART_RUNS=N restarts a target's process every N executions until its SECONDS are used:
-# the tokenizer target's memory grows across runs with no input at fault (docs/RELIABILITY.md),
-# so without restarts the RSS limit stops it; each process keeps the 256 MiB limit.
+# FUZZ_RESTART_RUNS=N restarts a target's process every N executions until its SECONDS are used,
+# each process with the 256 MiB limit: for a target whose memory grows across runs with no input
+# at fault (the tokenizer target did, until tokenizers' BPE cache was turned off; docs/RELIABILITY.md).
 run_target() {
     local t="$1" budget="$2" runs="$3"
     taskset -c "$core" cargo +nightly fuzz run -O "$t" "corpus/$t" -- \
