@@ -3,6 +3,7 @@
 
 mod decoder;
 mod generator;
+mod logprobs;
 mod session;
 mod stats;
 mod stop;
@@ -13,6 +14,7 @@ use serde::Serialize;
 
 pub use decoder::{DecodeSpec, Decoder};
 pub use generator::Generator;
+pub use logprobs::{TokenLogprob, MAX_TOP_LOGPROBS};
 pub use session::{DecodeRow, Session};
 pub use stats::SkipStats;
 pub use stop::StopMatcher;
@@ -30,11 +32,14 @@ pub struct GenerateOptions {
     pub max_tokens: usize,
     pub sampling: SamplingParams,
     pub stop_strings: Vec<String>,
+    /// Record each generated token's log-probability with this many alternatives
+    /// ([`Generator::last_logprob`]); `None` records nothing and costs nothing.
+    pub logprobs: Option<usize>,
 }
 
 impl Default for GenerateOptions {
     fn default() -> Self {
-        Self { max_tokens: 128, sampling: SamplingParams::default(), stop_strings: Vec::new() }
+        Self { max_tokens: 128, sampling: SamplingParams::default(), stop_strings: Vec::new(), logprobs: None }
     }
 }
 

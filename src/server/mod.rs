@@ -6,6 +6,7 @@
 mod auth;
 mod error;
 mod job;
+mod logprobs;
 mod metrics;
 mod routes;
 mod scheduler;

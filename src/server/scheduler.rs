@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::job::{Event, Job, Outcome, TracedToken};
+use super::logprobs::Entry;
 use super::metrics::Metrics;
 use super::Loaded;
 use crate::error::Result;
@@ -92,6 +93,7 @@ impl<'m> Engine<'m> {
             max_tokens: job.max_tokens,
             sampling: job.sampling.clone(),
             stop_strings: job.stop.clone(),
+            logprobs: job.logprobs,
         };
         let started = job
             .spec
@@ -123,11 +125,17 @@ impl<'m> Engine<'m> {
             }
             let before = r.generator.tokens().len();
             let events = &r.job.events;
+            let mut text = String::new();
             let step = r.generator.emit_next(&mut self.sessions[r.slot], &self.loaded.tokenizer, &mut r.decoder, &mut |piece| {
-                let _ = events.send(Event::Text(piece.to_string()));
+                text.push_str(piece);
             });
             let after = r.generator.tokens().len();
             generated += (after - before) as u64;
+            let tokenizer = &self.loaded.tokenizer;
+            let logprob = r.generator.last_logprob().filter(|_| after > before).map(|lp| Box::new(Entry::new(lp, tokenizer)));
+            if !text.is_empty() || logprob.is_some() {
+                let _ = events.send(Event::Text { text, logprob });
+            }
             if r.job.trace && after > before {
                 let id = r.generator.tokens()[after - 1];
                 let bytes = self.loaded.tokenizer.bytes(id);

@@ -11,6 +11,7 @@ mod hostile;
 mod profile;
 mod reference;
 mod server;
+mod server_logprobs;
 mod server_trace;
 mod skip;
 mod skip_seam;
