@@ -8,13 +8,15 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use super::logprobs::LogprobRecorder;
+use super::prefill::Prefill;
+use super::session::PREFILL_CHUNK;
 use super::{
     Decoder, FinishReason, GenerateOptions, Generation, Session, StopMatcher, TokenLogprob, TokenSource, TokenTrace, WarmupSplit,
 };
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::model::BlockCounts;
 use crate::sampling::Sampler;
-use crate::skip::{Dense, SkipPolicy};
+use crate::skip::SkipPolicy;
 use crate::tokenizer::{Tokenizer, Utf8Stream};
 
 pub struct Generator {
@@ -50,30 +52,24 @@ impl Generator {
     /// Prefills `prompt` (reusing what the session's cache already holds) and samples the
     /// first token.
     pub fn start(session: &mut Session, prompt: &[u32], opts: &GenerateOptions, decoder: &mut Decoder) -> Result<Self> {
-        if opts.logprobs.is_some() && matches!(decoder, Decoder::Speculative(_)) {
-            // Accepted drafts are sampled inside the speculator, whose logits are not kept.
-            return Err(Error::InvalidArgument("log-probabilities are not available with speculative decoding".into()));
-        }
+        let mut prefill = Prefill::begin(session, prompt, opts, decoder, PREFILL_CHUNK)?;
+        while !prefill.step(session, decoder)? {}
+        Ok(Self::prefilled(session, prefill))
+    }
+
+    /// The generation once `prefill` is done: samples the first token.
+    pub fn prefilled(session: &Session, prefill: Prefill) -> Self {
+        let Prefill { prompt, opts, counts: prefill_counts, mut logits, cached, secs: prefill_secs, .. } = prefill;
         let n_layers = session.model().config.n_layers;
-        let cached_before = session.tokens().iter().zip(prompt).take_while(|(a, b)| a == b).count();
-        let t0 = Instant::now();
-        let mut prefill_counts = BlockCounts::new(n_layers);
-        let mut logits = Vec::new();
-        let prefill_policy: &mut dyn SkipPolicy = match decoder {
-            Decoder::Stepwise(policy) => policy.as_mut(),
-            Decoder::Speculative(_) => &mut Dense,
-        };
-        session.prefill(prompt, prefill_policy, &mut prefill_counts, &mut logits)?;
         let mut queued_trace = TokenTrace::new(n_layers);
         queued_trace.record(&prefill_counts, TokenSource::Prefill, false);
-        let prefill_secs = t0.elapsed().as_secs_f64();
         let mut sampler = Sampler::new(opts.sampling.clone());
         let mut logprobs = opts.logprobs.map(LogprobRecorder::new);
         let first = match &mut logprobs {
             Some(recorder) => recorder.sample(&mut sampler, &mut logits, session.tokens()),
             None => sampler.sample(&mut logits, session.tokens()),
         };
-        Ok(Self {
+        Self {
             max_tokens: opts.max_tokens,
             sampler,
             utf8: Utf8Stream::default(),
@@ -85,7 +81,7 @@ impl Generator {
             decode_steps: 0,
             decode_rows: 0,
             prompt_tokens: prompt.len(),
-            prefilled_tokens: prompt.len() - cached_before.min(prompt.len() - 1),
+            prefilled_tokens: prompt.len() - cached.min(prompt.len() - 1),
             prefill_secs,
             decode_start: Instant::now(),
             queue: VecDeque::from([first]),
@@ -94,7 +90,7 @@ impl Generator {
             queued_trace,
             logprobs,
             finish_reason: None,
-        })
+        }
     }
 
     /// Tokens generated so far.

@@ -4,6 +4,7 @@
 mod decoder;
 mod generator;
 mod logprobs;
+mod prefill;
 mod session;
 mod stats;
 mod stop;
@@ -15,6 +16,8 @@ use serde::Serialize;
 pub use decoder::{DecodeSpec, Decoder};
 pub use generator::Generator;
 pub use logprobs::{TokenLogprob, MAX_TOP_LOGPROBS};
+pub use prefill::{check_piece, piece_rows, Prefill};
+pub use session::PREFILL_CHUNK;
 pub use session::{DecodeRow, Session};
 pub use stats::SkipStats;
 pub use stop::StopMatcher;
