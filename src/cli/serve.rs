@@ -32,8 +32,9 @@ pub struct ServeArgs {
     pub max_queue: u32,
     /// Rows per prefill piece: a joining prompt is prefilled this many tokens per engine round,
     /// between the running requests' decode steps (a multiple of 4 from 8 to 512; output is
-    /// the same for every value).
-    #[arg(long, default_value_t = 128)]
+    /// the same for every value). 64: a 1500-token prompt stalls a running stream for one
+    /// 64-row piece a round instead of its whole prefill (docs/SERVER.md).
+    #[arg(long, default_value_t = 64)]
     pub prefill_chunk: usize,
     /// Largest request body in bytes (413 above).
     #[arg(long, default_value_t = DEFAULT_MAX_BODY_BYTES)]

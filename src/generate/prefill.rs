@@ -34,7 +34,7 @@ pub const PIECE_ALIGN: usize = 4;
 /// Checks a piece size asked for: a multiple of [`PIECE_ALIGN`], from
 /// [`Q6_K_TILED_MIN_ROWS`] to [`PREFILL_CHUNK`].
 pub fn check_piece(rows: usize) -> Result<()> {
-    if rows % PIECE_ALIGN != 0 || !(Q6_K_TILED_MIN_ROWS..=PREFILL_CHUNK).contains(&rows) {
+    if !rows.is_multiple_of(PIECE_ALIGN) || !(Q6_K_TILED_MIN_ROWS..=PREFILL_CHUNK).contains(&rows) {
         return Err(Error::InvalidArgument(format!(
             "the prefill piece must be a multiple of {PIECE_ALIGN} from {Q6_K_TILED_MIN_ROWS} to {PREFILL_CHUNK} rows (got {rows})"
         )));
@@ -145,7 +145,7 @@ mod tests {
         assert_eq!(lens(0, 513, 64), [64, 64, 64, 64, 64, 64, 64, 64, 1]);
         assert_eq!(lens(3, 1030, PREFILL_CHUNK), [512, 512, 3]);
         assert_eq!(lens(0, 1030, 256), [256, 256, 256, 256, 6]);
-        assert_eq!(lens(0, 500, 96), [96, 96, 96, 96, 116]);
+        assert_eq!(lens(0, 500, 96), [96, 96, 96, 96, 96, 20]);
     }
 
     #[test]
