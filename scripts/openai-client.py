@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Drives `ffnskip serve` with the official `openai` package: chat, text completion, streaming
-with usage, the ffnskip extension, and one error. Exits non-zero on the first mismatch.
+with usage, log-probabilities, the ffnskip extension, and one error. Exits non-zero on the first mismatch.
 
     python3 scripts/openai-client.py --base-url http://127.0.0.1:8080/v1 [--api-key KEY]
 """
@@ -53,6 +53,20 @@ def main():
             usage = chunk.usage
     check("".join(pieces) == text, "streamed chat equals the whole response")
     check(usage is not None and usage.completion_tokens == chat.usage.completion_tokens, "stream usage chunk")
+
+    with_logprobs = client.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": "What is the capital of France?"}],
+        max_tokens=8,
+        temperature=0,
+        logprobs=True,
+        top_logprobs=3,
+    )
+    content = with_logprobs.choices[0].logprobs.content
+    check(len(content) == with_logprobs.usage.completion_tokens, "one logprobs entry per generated token")
+    check(all(e.logprob <= 0 and len(e.top_logprobs) == 3 for e in content), "logprobs <= 0 with 3 alternatives")
+    check(all(e.top_logprobs[0].token == e.token for e in content), "greedy tokens are their top alternative")
+    check(b"".join(bytes(e.bytes) for e in content).decode() == text, "the tokens' bytes spell the reply")
 
     completion = client.completions.create(
         model=model,

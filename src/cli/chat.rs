@@ -40,6 +40,7 @@ pub fn run(args: ChatArgs) -> Result<()> {
         max_tokens: args.max_tokens,
         sampling,
         stop_strings: args.sampling.stop.clone(),
+        logprobs: None,
     };
     let mut messages: Vec<Message> = args.system.iter().map(|s| Message::new("system", s)).collect();
     let stdin = std::io::stdin();

@@ -69,6 +69,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         max_tokens: args.max_tokens,
         sampling,
         stop_strings: args.sampling.stop.clone(),
+        logprobs: None,
     };
     let mut stdout = std::io::stdout().lock();
     let mut write_err = None;

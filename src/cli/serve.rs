@@ -30,6 +30,12 @@ pub struct ServeArgs {
     /// Requests that may wait for a free slot; more are refused with 503.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_queue: u32,
+    /// Rows per prefill piece: a joining prompt is prefilled this many tokens per engine round,
+    /// between the running requests' decode steps (a multiple of 4 from 8 to 512; output is
+    /// the same for every value). 64: a 1500-token prompt stalls a running stream for one
+    /// 64-row piece a round instead of its whole prefill (docs/SERVER.md).
+    #[arg(long, default_value_t = 64)]
+    pub prefill_chunk: usize,
     /// Largest request body in bytes (413 above).
     #[arg(long, default_value_t = DEFAULT_MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
@@ -50,6 +56,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         api_key: args.api_key,
         max_queue: args.max_queue as usize,
         max_body_bytes: args.max_body_bytes,
+        prefill_chunk: args.prefill_chunk,
         model_name,
     };
     let model = args.model;

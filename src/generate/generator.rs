@@ -7,11 +7,16 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use super::{Decoder, FinishReason, GenerateOptions, Generation, Session, StopMatcher, TokenSource, TokenTrace, WarmupSplit};
+use super::logprobs::LogprobRecorder;
+use super::prefill::Prefill;
+use super::session::PREFILL_CHUNK;
+use super::{
+    Decoder, FinishReason, GenerateOptions, Generation, Session, StopMatcher, TokenLogprob, TokenSource, TokenTrace, WarmupSplit,
+};
 use crate::error::Result;
 use crate::model::BlockCounts;
 use crate::sampling::Sampler;
-use crate::skip::{Dense, SkipPolicy};
+use crate::skip::SkipPolicy;
 use crate::tokenizer::{Tokenizer, Utf8Stream};
 
 pub struct Generator {
@@ -38,6 +43,8 @@ pub struct Generator {
     queued_trace: TokenTrace,
     /// The same for the latest generated token.
     token_trace: TokenTrace,
+    /// Only when log-probabilities were asked for.
+    logprobs: Option<LogprobRecorder>,
     finish_reason: Option<FinishReason>,
 }
 
@@ -45,22 +52,24 @@ impl Generator {
     /// Prefills `prompt` (reusing what the session's cache already holds) and samples the
     /// first token.
     pub fn start(session: &mut Session, prompt: &[u32], opts: &GenerateOptions, decoder: &mut Decoder) -> Result<Self> {
+        let mut prefill = Prefill::begin(session, prompt, opts, decoder, PREFILL_CHUNK)?;
+        while !prefill.step(session, decoder)? {}
+        Ok(Self::prefilled(session, prefill))
+    }
+
+    /// The generation once `prefill` is done: samples the first token.
+    pub fn prefilled(session: &Session, prefill: Prefill) -> Self {
+        let Prefill { prompt, opts, counts: prefill_counts, mut logits, cached, secs: prefill_secs, .. } = prefill;
         let n_layers = session.model().config.n_layers;
-        let cached_before = session.tokens().iter().zip(prompt).take_while(|(a, b)| a == b).count();
-        let t0 = Instant::now();
-        let mut prefill_counts = BlockCounts::new(n_layers);
-        let mut logits = Vec::new();
-        let prefill_policy: &mut dyn SkipPolicy = match decoder {
-            Decoder::Stepwise(policy) => policy.as_mut(),
-            Decoder::Speculative(_) => &mut Dense,
-        };
-        session.prefill(prompt, prefill_policy, &mut prefill_counts, &mut logits)?;
         let mut queued_trace = TokenTrace::new(n_layers);
         queued_trace.record(&prefill_counts, TokenSource::Prefill, false);
-        let prefill_secs = t0.elapsed().as_secs_f64();
         let mut sampler = Sampler::new(opts.sampling.clone());
-        let first = sampler.sample(&mut logits, session.tokens());
-        Ok(Self {
+        let mut logprobs = opts.logprobs.map(LogprobRecorder::new);
+        let first = match &mut logprobs {
+            Some(recorder) => recorder.sample(&mut sampler, &mut logits, session.tokens()),
+            None => sampler.sample(&mut logits, session.tokens()),
+        };
+        Self {
             max_tokens: opts.max_tokens,
             sampler,
             utf8: Utf8Stream::default(),
@@ -72,15 +81,16 @@ impl Generator {
             decode_steps: 0,
             decode_rows: 0,
             prompt_tokens: prompt.len(),
-            prefilled_tokens: prompt.len() - cached_before.min(prompt.len() - 1),
+            prefilled_tokens: prompt.len() - cached.min(prompt.len() - 1),
             prefill_secs,
             decode_start: Instant::now(),
             queue: VecDeque::from([first]),
             pending: None,
             token_trace: queued_trace.clone(),
             queued_trace,
+            logprobs,
             finish_reason: None,
-        })
+        }
     }
 
     /// Tokens generated so far.
@@ -91,6 +101,11 @@ impl Generator {
     /// What computed the latest generated token (the last of [`Generator::tokens`]).
     pub fn last_trace(&self) -> &TokenTrace {
         &self.token_trace
+    }
+
+    /// The latest generated token's log-probability, when they were asked for.
+    pub fn last_logprob(&self) -> Option<&TokenLogprob> {
+        self.logprobs.as_ref()?.last()
     }
 
     /// Emits the next token's text through `on_text` and runs the model when a new token is
@@ -162,7 +177,11 @@ impl Generator {
         self.counts.file_step(policy);
         self.queued_trace.record(self.counts.last_step(), TokenSource::Decode, !policy.past_warmup());
         self.decode_rows += 1;
-        self.queue.push_back(self.sampler.sample(logits, session.tokens()));
+        let token = match &mut self.logprobs {
+            Some(recorder) => recorder.sample(&mut self.sampler, logits, session.tokens()),
+            None => self.sampler.sample(logits, session.tokens()),
+        };
+        self.queue.push_back(token);
     }
 
     /// One token: `Some((reason, stopped by a stop string))` when the generation ends.
@@ -182,6 +201,9 @@ impl Generator {
         }
         self.tokens.push(token);
         self.token_trace.clone_from(&self.queued_trace);
+        if let Some(recorder) = &mut self.logprobs {
+            recorder.emitted();
+        }
         let (piece, hit_stop) = self.stops.push(&self.utf8.push(tokenizer.bytes(token)));
         self.emit(&piece, on_text);
         if hit_stop {

@@ -3,6 +3,8 @@
 
 mod decoder;
 mod generator;
+mod logprobs;
+mod prefill;
 mod session;
 mod stats;
 mod stop;
@@ -13,7 +15,9 @@ use serde::Serialize;
 
 pub use decoder::{DecodeSpec, Decoder};
 pub use generator::Generator;
-pub use session::{DecodeRow, Session};
+pub use logprobs::{TokenLogprob, MAX_TOP_LOGPROBS};
+pub use prefill::{check_piece, piece_rows, pieces, Prefill};
+pub use session::{DecodeRow, Session, PREFILL_CHUNK};
 pub use stats::SkipStats;
 pub use stop::StopMatcher;
 pub use trace::{LayerRun, TokenSource, TokenTrace};
@@ -30,11 +34,14 @@ pub struct GenerateOptions {
     pub max_tokens: usize,
     pub sampling: SamplingParams,
     pub stop_strings: Vec<String>,
+    /// Record each generated token's log-probability with this many alternatives
+    /// ([`Generator::last_logprob`]); `None` records nothing and costs nothing.
+    pub logprobs: Option<usize>,
 }
 
 impl Default for GenerateOptions {
     fn default() -> Self {
-        Self { max_tokens: 128, sampling: SamplingParams::default(), stop_strings: Vec::new() }
+        Self { max_tokens: 128, sampling: SamplingParams::default(), stop_strings: Vec::new(), logprobs: None }
     }
 }
 

@@ -1,6 +1,9 @@
 //! A model with its KV cache and the tokens the cache holds: the unit that prefill and decode
 //! steps advance, and that a multi-turn chat keeps between turns.
 
+use std::ops::Range;
+
+use super::prefill::pieces;
 use crate::error::{Error, Result};
 use crate::model::{BlockCounts, KvCache, Llama, SeqStep, Step};
 use crate::skip::SkipPolicy;
@@ -64,6 +67,17 @@ impl<'m> Session<'m> {
         counts: &mut BlockCounts,
         logits: &mut Vec<f32>,
     ) -> Result<()> {
+        let start = self.begin_prefill(prompt)?;
+        for range in pieces(start, prompt.len(), PREFILL_CHUNK) {
+            self.prefill_piece(prompt, range, policy, counts, logits)?;
+        }
+        Ok(())
+    }
+
+    /// The first half of [`Session::prefill`]: checks `prompt` and forgets what the cache holds
+    /// past its longest common prefix with it (the last prompt token is always recomputed: its
+    /// logits are needed). Returns where the prefill starts.
+    pub fn begin_prefill(&mut self, prompt: &[u32]) -> Result<usize> {
         if prompt.is_empty() {
             return Err(Error::InvalidArgument("the prompt is empty".into()));
         }
@@ -74,11 +88,26 @@ impl<'m> Session<'m> {
         // The logits of the last prompt token are needed, so it is always recomputed.
         let start = common.min(prompt.len() - 1);
         self.tokens.truncate(start);
-        for (i, chunk) in prompt[start..].chunks(PREFILL_CHUNK).enumerate() {
-            let pos = start + i * PREFILL_CHUNK;
-            self.model.forward_into(Step::prefill(chunk, pos), &mut self.cache, policy, counts, logits)?;
-            self.tokens.extend_from_slice(chunk);
+        Ok(start)
+    }
+
+    /// Feeds `prompt[range]`, which starts where the cache ends, in one forward and writes the
+    /// logits after its last token into `logits`. [`pieces`] says which ranges round as the
+    /// whole prefill does.
+    pub fn prefill_piece(
+        &mut self,
+        prompt: &[u32],
+        range: Range<usize>,
+        policy: &mut dyn SkipPolicy,
+        counts: &mut BlockCounts,
+        logits: &mut Vec<f32>,
+    ) -> Result<()> {
+        if range.start != self.tokens.len() || range.is_empty() || range.end > prompt.len() {
+            return Err(Error::InvalidArgument(format!("a prefill piece {range:?} not where the cache ends")));
         }
+        let chunk = &prompt[range.clone()];
+        self.model.forward_into(Step::prefill(chunk, range.start), &mut self.cache, policy, counts, logits)?;
+        self.tokens.extend_from_slice(chunk);
         Ok(())
     }
 

@@ -28,7 +28,7 @@ mod product;
 mod tiles;
 
 pub use blocks::{quantize_q8_0, quantize_q8_1, BlockQ8_0, BlockQ8_1};
-pub use blocks_k::{quantize_q8_k, BlockQ8K};
+pub use blocks_k::{quantize_q8_k, BlockQ8K, Q6_K_TILED_MIN_ROWS};
 pub use matvec::{Kernel, QuantMatrix, QuantType, WeightBytes};
 pub use product::{Combine, MAX_SHARED};
 

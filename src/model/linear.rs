@@ -146,6 +146,12 @@ impl Linear {
         Ok(())
     }
 
+    /// Whether the product runs on our own kernels, whose rows' bits depend on the batch only
+    /// through its row count (see `generate::prefill`), not on candle's.
+    pub fn has_own_kernel(&self) -> bool {
+        self.own().is_some()
+    }
+
     fn own(&self) -> Option<&QuantMatrix> {
         match &self.weight {
             Weight::Own(m) => Some(m),

@@ -107,6 +107,12 @@ impl Llama {
         &self.weights.layers[l]
     }
 
+    /// Whether every weight product runs on our own kernels (see [`Linear::has_own_kernel`]).
+    pub fn all_own_kernels(&self) -> bool {
+        let layers = self.weights.layers.iter().flat_map(|l| l.linears());
+        layers.chain([&self.weights.output]).all(Linear::has_own_kernel)
+    }
+
     /// Bytes of all weight matrices one dense decode step reads.
     pub fn dense_step_bytes(&self) -> usize {
         let layers: usize =

@@ -29,6 +29,11 @@ pub struct LayerWeights {
 }
 
 impl LayerWeights {
+    /// The layer's weight products.
+    pub fn linears(&self) -> [&Linear; 7] {
+        [&self.attn_q, &self.attn_k, &self.attn_v, &self.attn_output, &self.ffn_gate, &self.ffn_up, &self.ffn_down]
+    }
+
     /// Bytes of weights one FFN evaluation reads: what a skipped FFN saves.
     pub fn ffn_bytes(&self) -> usize {
         self.ffn_gate.weight_bytes() + self.ffn_up.weight_bytes() + self.ffn_down.weight_bytes()

@@ -5,6 +5,7 @@ use serde::Serialize;
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::error::ApiError;
+use super::logprobs;
 use super::types::{ChatRequest, CompletionRequest, Content, Params, Prompt, Stop};
 use super::Loaded;
 use crate::chat::Message;
@@ -24,14 +25,18 @@ pub struct Job {
     pub spec: DecodeSpec,
     /// Send a [`TracedToken`] after each generated token.
     pub trace: bool,
+    /// Send each generated token's log-probability with this many alternatives.
+    pub logprobs: Option<usize>,
     pub events: UnboundedSender<Event>,
 }
 
-/// What the engine sends back about a job, in order: text pieces (each generated token
-/// followed by its trace when asked for), then `Done` or `Failed`.
+/// What the engine sends back about a job, in order: the text each step emitted (with the
+/// step's generated token's log-probability when asked for; a step may emit a token whose text
+/// is held back, or text without a token when the generation ends), each generated token's
+/// trace when asked for, then `Done` or `Failed`.
 #[derive(Debug)]
 pub enum Event {
-    Text(String),
+    Text { text: String, logprob: Option<Box<logprobs::Entry>> },
     Token(Box<TracedToken>),
     Done(Box<Outcome>),
     Failed(String),
@@ -82,12 +87,14 @@ pub struct Settings {
     pub stop: Vec<String>,
     pub spec: DecodeSpec,
     pub trace: bool,
+    pub logprobs: Option<usize>,
     pub stream: bool,
     pub include_usage: bool,
 }
 
 impl Settings {
-    pub fn from_params(p: &Params, default_spec: &DecodeSpec) -> Result<Self, ApiError> {
+    /// `logprobs`: the endpoint's log-probability request, already checked.
+    pub fn from_params(p: &Params, default_spec: &DecodeSpec, logprobs: Option<usize>) -> Result<Self, ApiError> {
         if let Some(n) = p.n {
             if n != 1 {
                 return Err(ApiError::bad_request(format!("n must be 1 (got {n})")));
@@ -129,12 +136,16 @@ impl Settings {
             Some(s) => s.parse().map_err(|e| ApiError::bad_request(format!("ffnskip.policy: {e}")))?,
             None => default_spec.clone(),
         };
+        if logprobs.is_some() && matches!(spec, DecodeSpec::Speculate(_)) {
+            return Err(ApiError::bad_request("logprobs are not available with speculative decoding (speculate:…)"));
+        }
         Ok(Self {
             max_tokens,
             sampling,
             stop,
             spec,
             trace: p.ffnskip.as_ref().and_then(|e| e.trace).unwrap_or(false),
+            logprobs,
             stream: p.stream.unwrap_or(false),
             include_usage: p.stream_options.as_ref().is_some_and(|o| o.include_usage),
         })
@@ -160,6 +171,7 @@ impl Settings {
             stop: self.stop,
             spec: self.spec,
             trace: self.trace,
+            logprobs: self.logprobs,
             events,
         })
     }
@@ -169,9 +181,6 @@ impl Settings {
 pub fn chat_prompt(req: &ChatRequest, loaded: &Loaded) -> Result<String, ApiError> {
     if req.messages.is_empty() {
         return Err(ApiError::bad_request("messages must not be empty"));
-    }
-    if req.logprobs == Some(true) || req.top_logprobs.is_some_and(|n| n > 0) {
-        return Err(ApiError::bad_request("logprobs are not supported"));
     }
     let Some(template) = &loaded.chat_template else {
         return Err(ApiError::bad_request("this model has no chat template; use /v1/completions"));
@@ -216,7 +225,7 @@ pub fn parse<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError
 /// `prompt_tokens` (standing in for the tokenized prompt) plus `max_tokens` fit `context`.
 /// The fuzz target `server_request` drives it; the routes make the same calls in turn.
 pub fn check_body(chat: bool, body: &[u8], prompt_tokens: usize, context: usize) -> Result<(), ApiError> {
-    let params = if chat {
+    let (params, logprobs) = if chat {
         let req: ChatRequest = parse(body)?;
         if req.messages.is_empty() {
             return Err(ApiError::bad_request("messages must not be empty"));
@@ -224,13 +233,13 @@ pub fn check_body(chat: bool, body: &[u8], prompt_tokens: usize, context: usize)
         for m in &req.messages {
             message_text(m.content.as_ref())?;
         }
-        req.params
+        (req.params, logprobs::chat_request(req.logprobs, req.top_logprobs)?)
     } else {
         let req: CompletionRequest = parse(body)?;
         completion_prompt(&req)?;
-        req.params
+        (req.params, logprobs::completion_request(req.logprobs)?)
     };
-    let settings = Settings::from_params(&params, &DecodeSpec::dense())?;
+    let settings = Settings::from_params(&params, &DecodeSpec::dense(), logprobs)?;
     let (events, _) = tokio::sync::mpsc::unbounded_channel();
     settings.job(vec![0; prompt_tokens], context, events).map(drop)
 }
@@ -243,7 +252,12 @@ mod tests {
     fn bodies_are_checked_before_the_model_is_needed() {
         let chat = br#"{"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 8, "ffnskip": {"trace": true}}"#;
         assert!(check_body(true, chat, 5, 64).is_ok());
-        let cases: [(bool, &[u8], usize); 6] = [
+        let logprobs = br#"{"messages": [{"role": "user", "content": "Hi"}], "logprobs": true, "top_logprobs": 20}"#;
+        assert!(check_body(true, logprobs, 5, 64).is_ok());
+        let cases: [(bool, &[u8], usize); 9] = [
+            (true, br#"{"messages": [{"role": "user", "content": "Hi"}], "top_logprobs": 2}"#, 5),
+            (true, br#"{"messages": [{"role": "user", "content": "Hi"}], "logprobs": true, "top_logprobs": 21}"#, 5),
+            (false, br#"{"prompt": "a", "logprobs": 1, "ffnskip": {"policy": "speculate:ngram"}}"#, 5),
             (true, b"{", 5),
             (true, br#"{"messages": []}"#, 5),
             (true, br#"{"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}"#, 5),

@@ -6,6 +6,7 @@
 mod auth;
 mod error;
 mod job;
+mod logprobs;
 mod metrics;
 mod routes;
 mod scheduler;
@@ -39,6 +40,9 @@ pub struct ServerConfig {
     /// Requests that may wait for a slot; more are refused with 503 at once.
     pub max_queue: usize,
     pub max_body_bytes: usize,
+    /// Rows per prefill piece: a joining prompt advances this much per round, between the
+    /// running requests' decode steps.
+    pub prefill_chunk: usize,
     /// The name `/v1/models` and responses report.
     pub model_name: String,
 }
@@ -77,6 +81,7 @@ pub fn serve(
     if config.parallel == 0 || config.max_queue == 0 {
         return Err(Error::InvalidArgument("--parallel and --max-queue must be at least 1".into()));
     }
+    crate::generate::check_piece(config.prefill_chunk)?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind((config.host.as_str(), config.port)).await?;
@@ -94,7 +99,8 @@ pub fn serve(
         let (failed_tx, failed_rx) = tokio::sync::oneshot::channel();
         let engine_state = state.clone();
         std::thread::Builder::new().name("engine".into()).spawn(move || {
-            if let Err(e) = run_engine(load, &engine_state, config.parallel, config.ctx_size, jobs) {
+            let (parallel, piece) = (config.parallel, config.prefill_chunk);
+            if let Err(e) = run_engine(load, &engine_state, parallel, config.ctx_size, piece, jobs) {
                 let _ = failed_tx.send(e);
             }
         })?;
@@ -114,12 +120,13 @@ fn run_engine(
     state: &AppState,
     parallel: usize,
     ctx_size: Option<usize>,
+    piece: usize,
     jobs: mpsc::Receiver<job::Job>,
 ) -> Result<()> {
     let Engine { model, tokenizer, chat_template } = load()?;
     let context = ctx_size.unwrap_or(model.config.context_len.min(DEFAULT_SLOT_CONTEXT));
     let loaded = Arc::new(Loaded { tokenizer, chat_template, context, n_layers: model.config.n_layers });
-    let engine = scheduler::Engine::new(&model, loaded.clone(), state.metrics.clone(), parallel)?;
+    let engine = scheduler::Engine::new(&model, loaded.clone(), state.metrics.clone(), parallel, piece)?;
     let _ = state.loaded.set(loaded);
     engine.run(jobs);
     Ok(())

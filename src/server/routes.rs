@@ -20,6 +20,7 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 use super::error::ApiError;
 use super::job::{chat_prompt, completion_prompt, parse, Event, Outcome, Settings};
 use super::types::{ChatRequest, CompletionRequest};
+use super::logprobs::{self, Entry};
 use super::{auth, web, AppState};
 
 #[derive(Clone, Copy, PartialEq)]
@@ -83,17 +84,19 @@ async fn completion(State(state): State<Arc<AppState>>, body: Result<Bytes, Byte
 async fn complete(state: &AppState, kind: Kind, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     let loaded = state.loaded.get().ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the model is loading"))?;
     let bytes = body.map_err(|r| ApiError::new(r.status(), r.body_text()))?;
-    let (text, params) = match kind {
+    let (text, params, logprobs) = match kind {
         Kind::Chat => {
             let req: ChatRequest = parse(&bytes)?;
-            (chat_prompt(&req, loaded)?, req.params)
+            let logprobs = logprobs::chat_request(req.logprobs, req.top_logprobs)?;
+            (chat_prompt(&req, loaded)?, req.params, logprobs)
         }
         Kind::Completion => {
             let req: CompletionRequest = parse(&bytes)?;
-            (completion_prompt(&req)?, req.params)
+            let logprobs = logprobs::completion_request(req.logprobs)?;
+            (completion_prompt(&req)?, req.params, logprobs)
         }
     };
-    let settings = Settings::from_params(&params, &state.default_spec)?;
+    let settings = Settings::from_params(&params, &state.default_spec, logprobs)?;
     let (stream, include_usage) = (settings.stream, settings.include_usage);
     let trace = settings.trace.then(|| {
         json!({
@@ -114,7 +117,8 @@ async fn complete(state: &AppState, kind: Kind, body: Result<Bytes, BytesRejecti
         };
         return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message));
     }
-    let reply = Reply { kind, id: next_id(kind), created: unix_now(), model: state.model_name.clone(), trace };
+    let logprobs = logprobs.is_some();
+    let reply = Reply { kind, id: next_id(kind), created: unix_now(), model: state.model_name.clone(), trace, logprobs };
     if stream {
         Ok(reply.stream(rx, include_usage))
     } else {
@@ -141,6 +145,8 @@ struct Reply {
     /// With `ffnskip.trace`: the policy, the layer count and the cold layers, which the
     /// response's `ffnskip` object (or the stream's first chunk) carries.
     trace: Option<Value>,
+    /// Whether the choices carry the tokens' log-probabilities.
+    logprobs: bool,
 }
 
 impl Reply {
@@ -156,19 +162,38 @@ impl Reply {
         json!({"id": self.id, "object": self.object(chunk), "created": self.created, "model": self.model, "choices": choices})
     }
 
+    /// A choice's `logprobs`: `null` unless asked for; `offsets` (the legacy format's) are in
+    /// characters of the choice's text.
+    fn logprobs(&self, entries: &[Entry], offsets: &[usize]) -> Value {
+        match (self.logprobs, self.kind) {
+            (false, _) => Value::Null,
+            (true, Kind::Chat) => logprobs::chat(entries),
+            (true, Kind::Completion) => logprobs::legacy(entries, offsets),
+        }
+    }
+
     async fn whole(self, mut rx: UnboundedReceiver<Event>) -> Result<Response, ApiError> {
         let mut text = String::new();
         let mut tokens = Vec::new();
+        let (mut entries, mut offsets, mut chars) = (Vec::new(), Vec::new(), 0);
         loop {
             match rx.recv().await {
-                Some(Event::Text(piece)) => text.push_str(&piece),
+                Some(Event::Text { text: piece, logprob }) => {
+                    if let Some(entry) = logprob {
+                        entries.push(*entry);
+                        offsets.push(chars);
+                    }
+                    chars += piece.chars().count();
+                    text.push_str(&piece);
+                }
                 Some(Event::Token(token)) => tokens.push(token),
                 Some(Event::Done(outcome)) => {
+                    let logprobs = self.logprobs(&entries, &offsets);
                     let choice = match self.kind {
                         Kind::Chat => json!({"index": 0, "message": {"role": "assistant", "content": text},
-                            "finish_reason": outcome.finish_reason, "logprobs": null}),
+                            "finish_reason": outcome.finish_reason, "logprobs": logprobs}),
                         Kind::Completion => json!({"index": 0, "text": text,
-                            "finish_reason": outcome.finish_reason, "logprobs": null}),
+                            "finish_reason": outcome.finish_reason, "logprobs": logprobs}),
                     };
                     let mut body = self.envelope(false, json!([choice]));
                     body["usage"] = usage(&outcome);
@@ -184,7 +209,7 @@ impl Reply {
         }
     }
 
-    fn delta(&self, piece: Option<&str>, finish_reason: Option<&str>, first: bool) -> Value {
+    fn delta(&self, piece: Option<&str>, finish_reason: Option<&str>, first: bool, logprobs: Value) -> Value {
         let choice = match self.kind {
             Kind::Chat => {
                 let mut delta = json!({});
@@ -194,17 +219,18 @@ impl Reply {
                 if let Some(p) = piece {
                     delta["content"] = json!(p);
                 }
-                json!({"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": null})
+                json!({"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": logprobs})
             }
             Kind::Completion => {
-                json!({"index": 0, "text": piece.unwrap_or(""), "finish_reason": finish_reason, "logprobs": null})
+                json!({"index": 0, "text": piece.unwrap_or(""), "finish_reason": finish_reason, "logprobs": logprobs})
             }
         };
         self.envelope(true, json!([choice]))
     }
 
     /// Server-sent events: a chunk per text piece, a last chunk with the finish reason, the
-    /// usage chunk when asked for, then `[DONE]`. With `ffnskip.trace`, a first chunk carries
+    /// usage chunk when asked for, then `[DONE]`. A text chunk carries the log-probability of
+    /// the token it comes from when asked for. With `ffnskip.trace`, a first chunk carries
     /// the trace's header and each token's trace follows its text in a chunk of its own.
     /// Dropping the body (client gone) closes the channel, which the engine notices at the
     /// job's next step.
@@ -212,27 +238,32 @@ impl Reply {
         let mut first = self.kind == Kind::Chat;
         let mut header = String::new();
         if let Some(trace) = &self.trace {
-            let mut chunk = self.delta(first.then_some(""), None, first);
+            let mut chunk = self.delta(first.then_some(""), None, first, Value::Null);
             chunk["ffnskip"] = trace.clone();
             header = sse(&chunk);
             first = false;
         }
-        let state = Some((self, rx, first, include_usage));
+        // The last field: characters streamed so far, the legacy format's text offset.
+        let state = Some((self, rx, first, include_usage, 0));
         let events = futures_util::stream::unfold(state, |state| async move {
-            let (reply, mut rx, first, include_usage) = state?;
+            let (reply, mut rx, first, include_usage, mut chars) = state?;
             let (data, more) = match rx.recv().await {
-                Some(Event::Text(piece)) => (sse(&reply.delta(Some(&piece), None, first)), true),
+                Some(Event::Text { text, logprob }) => {
+                    let logprobs = logprob.map_or(Value::Null, |e| reply.logprobs(std::slice::from_ref(&*e), &[chars]));
+                    chars += text.chars().count();
+                    (sse(&reply.delta(Some(&text), None, first, logprobs)), true)
+                }
                 Some(Event::Token(token)) => {
-                    let mut chunk = reply.delta(None, None, first);
+                    let mut chunk = reply.delta(None, None, first, Value::Null);
                     chunk["ffnskip"] = json!({"token": token});
                     (sse(&chunk), true)
                 }
                 Some(Event::Done(outcome)) => {
                     let mut data = String::new();
                     if first {
-                        data += &sse(&reply.delta(Some(""), None, true));
+                        data += &sse(&reply.delta(Some(""), None, true, Value::Null));
                     }
-                    data += &sse(&reply.delta(None, Some(outcome.finish_reason), false));
+                    data += &sse(&reply.delta(None, Some(outcome.finish_reason), false, Value::Null));
                     if include_usage {
                         let mut chunk = reply.envelope(true, json!([]));
                         chunk["usage"] = usage(&outcome);
@@ -245,7 +276,7 @@ impl Reply {
                 }
                 None => return None,
             };
-            let next = more.then_some((reply, rx, false, include_usage));
+            let next = more.then_some((reply, rx, false, include_usage, chars));
             Some((Ok::<_, std::convert::Infallible>(Bytes::from(data)), next))
         });
         let header = futures_util::stream::iter((!header.is_empty()).then(|| Ok(Bytes::from(header))));

@@ -2,19 +2,23 @@
 //! jobs from the queue when a slot is free, and advances every running job by one token per
 //! round, so sequences join and leave between steps. In a round each job emits its next token,
 //! then the tokens of every job with a stepwise decoder go through the model together, one row
-//! each in one batched forward (speculative decoders run their own forwards). A job whose
-//! client has gone (its event channel closed) is dropped at its next step, freeing the slot.
+//! each in one batched forward (speculative decoders run their own forwards), then one piece of
+//! the first joining job's prompt is prefilled: a long prompt delays each round by a piece, not
+//! the running streams by its whole prefill. A job whose client has gone (its event channel
+//! closed) is dropped at its next step, freeing the slot.
 
 use std::sync::atomic::Ordering::Relaxed;
+use std::collections::VecDeque;
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
 use std::time::Instant;
 
 use super::job::{Event, Job, Outcome, TracedToken};
+use super::logprobs::Entry;
 use super::metrics::Metrics;
 use super::Loaded;
 use crate::error::Result;
-use crate::generate::{DecodeRow, Decoder, FinishReason, GenerateOptions, Generator, Session, SkipStats};
+use crate::generate::{DecodeRow, Decoder, FinishReason, GenerateOptions, Generator, Prefill, Session, SkipStats};
 use crate::model::Llama;
 
 /// How often the decode throughput gauge is refreshed.
@@ -27,6 +31,14 @@ struct Running {
     generator: Generator,
 }
 
+/// A job whose prompt is being prefilled, a piece per round.
+struct Joining {
+    slot: usize,
+    job: Job,
+    decoder: Decoder,
+    prefill: Prefill,
+}
+
 pub struct Engine<'m> {
     model: &'m Llama,
     loaded: Arc<Loaded>,
@@ -34,14 +46,33 @@ pub struct Engine<'m> {
     sessions: Vec<Session<'m>>,
     free: Vec<usize>,
     running: Vec<Running>,
+    /// In admission order; only the first one's prompt advances.
+    joining: VecDeque<Joining>,
+    /// Rows per prefill piece (see `generate::prefill`).
+    piece: usize,
     /// The batched decode step's logits, `[rows, vocab]`.
     logits: Vec<f32>,
 }
 
 impl<'m> Engine<'m> {
-    pub fn new(model: &'m Llama, loaded: Arc<Loaded>, metrics: Arc<Metrics>, parallel: usize) -> Result<Self> {
+    /// `piece`: rows per prefill piece, already checked ([`crate::generate::check_piece`]).
+    pub fn new(model: &'m Llama, loaded: Arc<Loaded>, metrics: Arc<Metrics>, parallel: usize, piece: usize) -> Result<Self> {
         let sessions = (0..parallel).map(|_| Session::new(model, Some(loaded.context))).collect::<Result<Vec<_>>>()?;
-        Ok(Self { model, loaded, metrics, sessions, free: (0..parallel).rev().collect(), running: Vec::new(), logits: Vec::new() })
+        Ok(Self {
+            model,
+            loaded,
+            metrics,
+            sessions,
+            free: (0..parallel).rev().collect(),
+            running: Vec::new(),
+            joining: VecDeque::new(),
+            piece: crate::generate::piece_rows(model, piece),
+            logits: Vec::new(),
+        })
+    }
+
+    fn busy(&self) -> usize {
+        self.running.len() + self.joining.len()
     }
 
     /// Serves jobs until the queue's senders are gone.
@@ -49,7 +80,7 @@ impl<'m> Engine<'m> {
         let (mut window_start, mut window_tokens) = (Instant::now(), 0u64);
         loop {
             while !self.free.is_empty() {
-                let job = if self.running.is_empty() {
+                let job = if self.busy() == 0 {
                     match jobs.recv() {
                         Ok(job) => job,
                         Err(_) => return,
@@ -63,13 +94,13 @@ impl<'m> Engine<'m> {
                 self.metrics.queue_depth.fetch_sub(1, Relaxed);
                 self.admit(job);
             }
-            self.metrics.busy_slots.store(self.running.len() as u64, Relaxed);
-            if self.running.is_empty() {
+            self.metrics.busy_slots.store(self.busy() as u64, Relaxed);
+            if self.busy() == 0 {
                 window_start = Instant::now();
                 continue;
             }
             window_tokens += self.round();
-            self.metrics.busy_slots.store(self.running.len() as u64, Relaxed);
+            self.metrics.busy_slots.store(self.busy() as u64, Relaxed);
             let secs = window_start.elapsed().as_secs_f64();
             if secs >= RATE_WINDOW_SECS {
                 self.metrics.set_decode_tok_s(window_tokens as f64 / secs);
@@ -78,8 +109,9 @@ impl<'m> Engine<'m> {
         }
     }
 
-    /// Prefills a job in a free slot. The slot's cache is emptied first: reusing another
-    /// request's prefix would prefill the rest in other chunks, rounding unlike a fresh run.
+    /// Starts a job in a free slot: its prompt joins the queue of prefills. The slot's cache is
+    /// emptied first: reusing another request's prefix would prefill the rest in other chunks,
+    /// rounding unlike a fresh run.
     fn admit(&mut self, job: Job) {
         if job.events.is_closed() {
             self.metrics.cancelled.fetch_add(1, Relaxed);
@@ -92,15 +124,17 @@ impl<'m> Engine<'m> {
             max_tokens: job.max_tokens,
             sampling: job.sampling.clone(),
             stop_strings: job.stop.clone(),
+            logprobs: job.logprobs,
         };
+        let piece = self.piece;
         let started = job
             .spec
             .build(self.model.config.n_layers, None)
-            .and_then(|mut decoder| Ok((Generator::start(session, &job.prompt, &opts, &mut decoder)?, decoder)));
+            .and_then(|decoder| Ok((Prefill::begin(session, &job.prompt, &opts, &decoder, piece)?, decoder)));
         match started {
-            Ok((generator, decoder)) => {
+            Ok((prefill, decoder)) => {
                 self.metrics.prompt_tokens.fetch_add(job.prompt.len() as u64, Relaxed);
-                self.running.push(Running { slot, job, decoder, generator });
+                self.joining.push_back(Joining { slot, job, decoder, prefill });
             }
             Err(e) => {
                 let _ = job.events.send(Event::Failed(e.to_string()));
@@ -110,7 +144,7 @@ impl<'m> Engine<'m> {
     }
 
     /// One token for every running job, then one batched decode step for those that need
-    /// one; returns how many tokens were generated.
+    /// one, then one prefill piece; returns how many tokens were generated.
     fn round(&mut self) -> u64 {
         let mut generated = 0;
         let mut i = 0;
@@ -123,11 +157,17 @@ impl<'m> Engine<'m> {
             }
             let before = r.generator.tokens().len();
             let events = &r.job.events;
+            let mut text = String::new();
             let step = r.generator.emit_next(&mut self.sessions[r.slot], &self.loaded.tokenizer, &mut r.decoder, &mut |piece| {
-                let _ = events.send(Event::Text(piece.to_string()));
+                text.push_str(piece);
             });
             let after = r.generator.tokens().len();
             generated += (after - before) as u64;
+            let tokenizer = &self.loaded.tokenizer;
+            let logprob = r.generator.last_logprob().filter(|_| after > before).map(|lp| Box::new(Entry::new(lp, tokenizer)));
+            if !text.is_empty() || logprob.is_some() {
+                let _ = events.send(Event::Text { text, logprob });
+            }
             if r.job.trace && after > before {
                 let id = r.generator.tokens()[after - 1];
                 let bytes = self.loaded.tokenizer.bytes(id);
@@ -148,7 +188,34 @@ impl<'m> Engine<'m> {
         }
         self.metrics.generated_tokens.fetch_add(generated, Relaxed);
         self.decode_batch();
+        self.prefill_next();
         generated
+    }
+
+    /// Runs the next piece of the first joining job's prompt. Once the prompt is done, the
+    /// first token is sampled and the job runs (it emits that token next round).
+    fn prefill_next(&mut self) {
+        let Some(j) = self.joining.front_mut() else {
+            return;
+        };
+        if j.job.events.is_closed() {
+            self.metrics.cancelled.fetch_add(1, Relaxed);
+        } else {
+            match j.prefill.step(&mut self.sessions[j.slot], &mut j.decoder) {
+                Ok(false) => return,
+                Ok(true) => {
+                    let Joining { slot, job, decoder, prefill } = self.joining.pop_front().expect("front exists");
+                    let generator = Generator::prefilled(&self.sessions[slot], prefill);
+                    self.running.push(Running { slot, job, decoder, generator });
+                    return;
+                }
+                Err(e) => {
+                    let _ = j.job.events.send(Event::Failed(e.to_string()));
+                }
+            }
+        }
+        let j = self.joining.pop_front().expect("front exists");
+        self.free.push(j.slot);
     }
 
     /// Feeds the pending token of every running job with a stepwise decoder, all in one

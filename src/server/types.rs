@@ -40,6 +40,9 @@ pub struct ContentPart {
 #[derive(Debug, Deserialize)]
 pub struct CompletionRequest {
     pub prompt: Prompt,
+    /// Alternatives per token in the legacy format's `logprobs`.
+    #[serde(default)]
+    pub logprobs: Option<u32>,
     #[serde(flatten)]
     pub params: Params,
 }
