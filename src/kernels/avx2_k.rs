@@ -54,7 +54,7 @@ fn broadcast_i16(lo: i8, hi: i8) -> __m256i {
 /// bytes 8..16 (one pair of shuffles instead of a dozen scalar operations per block).
 #[target_feature(enable = "avx2")]
 #[inline]
-pub(super) fn scales_mins(s: __m128i) -> __m128i {
+fn scales_mins(s: __m128i) -> __m128i {
     const NO: i8 = -1; // pshufb: a zero byte
     // Low bits: scales 0-3 and mins 0-3 are the low 6 bits of bytes 0-3 and 4-7, scales 4-7
     // the low nibbles of bytes 8-11, mins 4-7 their high nibbles.

@@ -21,13 +21,13 @@ use super::blocks::{hsum8, BlockQ8_0, BlockQ8_1, Q4_1_BYTES, Q8_0_BYTES};
 use super::blocks_q5::{Q5_0_BYTES, Q5_1_BYTES};
 
 /// Software prefetch distance along each of the two rows being read, in bytes.
-pub(super) const PREFETCH_BYTES: usize = 1024;
+const PREFETCH_BYTES: usize = 1024;
 
 /// Calls `step(pair, block, prepared activations)` for every row pair and block in the order
 /// described at the top of this file: pair by pair for one activation row, block by block for
 /// several.
 #[inline(always)]
-pub(super) fn walk<const C: usize, A>(pairs: usize, nb: usize, prepare: impl Fn(usize) -> A, mut step: impl FnMut(usize, usize, &A)) {
+fn walk<const C: usize, A>(pairs: usize, nb: usize, prepare: impl Fn(usize) -> A, mut step: impl FnMut(usize, usize, &A)) {
     if C == 1 {
         for p in 0..pairs {
             for b in 0..nb {
@@ -47,7 +47,7 @@ pub(super) fn walk<const C: usize, A>(pairs: usize, nb: usize, prepare: impl Fn(
 /// The 16 lanes of `v`.
 #[target_feature(enable = "avx512f")]
 #[inline]
-pub(super) fn lanes16(v: __m512) -> [f32; 16] {
+fn lanes16(v: __m512) -> [f32; 16] {
     let mut lanes = [0f32; 16];
     // SAFETY: `lanes` is 16 f32s; storeu has no alignment requirement.
     unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), v) };
@@ -57,7 +57,7 @@ pub(super) fn lanes16(v: __m512) -> [f32; 16] {
 /// Two little-endian 32-bit words as the low lanes of a vector.
 #[target_feature(enable = "avx2")]
 #[inline]
-pub(super) fn pair_i32(lo: i32, hi: i32) -> __m128i {
+fn pair_i32(lo: i32, hi: i32) -> __m128i {
     _mm_set_epi32(0, 0, hi, lo)
 }
 

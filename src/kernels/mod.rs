@@ -13,8 +13,6 @@ mod avx2;
 mod avx2_k;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
-#[cfg(target_arch = "x86_64")]
-mod avx512_k;
 pub mod blocks;
 pub mod blocks_k;
 pub mod blocks_q5;

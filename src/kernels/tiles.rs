@@ -186,7 +186,7 @@ macro_rules! weight_type {
 }
 
 #[cfg(target_arch = "x86_64")]
-use super::{avx2::avx2, avx2::vnni, avx2_k::avx2 as avx2_k, avx2_k::vnni as vnni_k, avx512, avx512_k};
+use super::{avx2::avx2, avx2::vnni, avx2_k::avx2 as avx2_k, avx2_k::vnni as vnni_k, avx512};
 #[cfg(target_arch = "aarch64")]
 use super::{neon, neon_k};
 
@@ -213,9 +213,9 @@ weight_type!(
 );
 weight_type!(
     Q4K, BlockQ8K, quantize_q8_k_for, ACT_Q8_K, QK_K, Q4_K_BYTES, dot_q4_k_q8_k,
-    neon_k::tile_q4_k, avx2_k::tile_q4_k, vnni_k::tile_q4_k, avx512_k::tile_q4_k
+    neon_k::tile_q4_k, avx2_k::tile_q4_k, vnni_k::tile_q4_k
 );
 weight_type!(
     Q6K, BlockQ8K, quantize_q8_k_for, ACT_Q8_K, QK_K, Q6_K_BYTES, dot_q6_k_q8_k,
-    neon_k::tile_q6_k, avx2_k::tile_q6_k, vnni_k::tile_q6_k, avx512_k::tile_q6_k
+    neon_k::tile_q6_k, avx2_k::tile_q6_k, vnni_k::tile_q6_k
 );
