@@ -177,20 +177,48 @@ impl Settings {
     }
 }
 
-/// The chat's messages rendered by the model's template.
-pub fn chat_prompt(req: &ChatRequest, loaded: &Loaded) -> Result<String, ApiError> {
-    if req.messages.is_empty() {
-        return Err(ApiError::bad_request("messages must not be empty"));
+/// A completion request's input, checked as far as it can be without the model.
+pub enum Input {
+    Chat(Vec<Message>),
+    Completion(String),
+}
+
+impl Input {
+    /// The prompt text: the chat's messages rendered by the model's template, or the prompt.
+    pub fn prompt(self, loaded: &Loaded) -> Result<String, ApiError> {
+        match self {
+            Input::Chat(messages) => {
+                let Some(template) = &loaded.chat_template else {
+                    return Err(ApiError::bad_request("this model has no chat template; use /v1/completions"));
+                };
+                template.render(&messages, true).map_err(|e| ApiError::bad_request(e.to_string()))
+            }
+            Input::Completion(text) => Ok(text),
+        }
     }
-    let Some(template) = &loaded.chat_template else {
-        return Err(ApiError::bad_request("this model has no chat template; use /v1/completions"));
+}
+
+/// A chat (`chat`) or text completion request body with every check that needs no model: the
+/// JSON into the request type, the messages' or prompt's shape, the log-probability request
+/// and the settings (`default_spec` for a request that names no policy). The routes and
+/// [`check_body`] both start here.
+pub fn parse_request(chat: bool, bytes: &[u8], default_spec: &DecodeSpec) -> Result<(Input, Settings), ApiError> {
+    let (input, params, logprobs) = if chat {
+        let req: ChatRequest = parse(bytes)?;
+        if req.messages.is_empty() {
+            return Err(ApiError::bad_request("messages must not be empty"));
+        }
+        let messages = req
+            .messages
+            .iter()
+            .map(|m| Ok(Message::new(&m.role, &message_text(m.content.as_ref())?)))
+            .collect::<Result<Vec<_>, ApiError>>()?;
+        (Input::Chat(messages), req.params, logprobs::chat_request(req.logprobs, req.top_logprobs)?)
+    } else {
+        let req: CompletionRequest = parse(bytes)?;
+        (Input::Completion(completion_prompt(&req)?), req.params, logprobs::completion_request(req.logprobs)?)
     };
-    let messages = req
-        .messages
-        .iter()
-        .map(|m| Ok(Message::new(&m.role, &message_text(m.content.as_ref())?)))
-        .collect::<Result<Vec<_>, ApiError>>()?;
-    template.render(&messages, true).map_err(|e| ApiError::bad_request(e.to_string()))
+    Ok((input, Settings::from_params(&params, default_spec, logprobs)?))
 }
 
 fn message_text(content: Option<&Content>) -> Result<String, ApiError> {
@@ -207,7 +235,7 @@ fn message_text(content: Option<&Content>) -> Result<String, ApiError> {
     }
 }
 
-pub fn completion_prompt(req: &CompletionRequest) -> Result<String, ApiError> {
+fn completion_prompt(req: &CompletionRequest) -> Result<String, ApiError> {
     match &req.prompt {
         Prompt::Text(s) => Ok(s.clone()),
         Prompt::List(v) if v.len() == 1 => Ok(v[0].clone()),
@@ -216,30 +244,15 @@ pub fn completion_prompt(req: &CompletionRequest) -> Result<String, ApiError> {
 }
 
 /// A request body as JSON.
-pub fn parse<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+fn parse<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))
 }
 
-/// Every check the completion endpoints make on a body before they need the model: the JSON
-/// into the request type, the messages' or prompt's shape, the settings and whether
-/// `prompt_tokens` (standing in for the tokenized prompt) plus `max_tokens` fit `context`.
-/// The fuzz target `server_request` drives it; the routes make the same calls in turn.
+/// Every check the completion endpoints make on a body before they need the model
+/// ([`parse_request`]) and whether `prompt_tokens` (standing in for the tokenized prompt) plus
+/// `max_tokens` fit `context`. The fuzz target `server_request` drives it.
 pub fn check_body(chat: bool, body: &[u8], prompt_tokens: usize, context: usize) -> Result<(), ApiError> {
-    let (params, logprobs) = if chat {
-        let req: ChatRequest = parse(body)?;
-        if req.messages.is_empty() {
-            return Err(ApiError::bad_request("messages must not be empty"));
-        }
-        for m in &req.messages {
-            message_text(m.content.as_ref())?;
-        }
-        (req.params, logprobs::chat_request(req.logprobs, req.top_logprobs)?)
-    } else {
-        let req: CompletionRequest = parse(body)?;
-        completion_prompt(&req)?;
-        (req.params, logprobs::completion_request(req.logprobs)?)
-    };
-    let settings = Settings::from_params(&params, &DecodeSpec::dense(), logprobs)?;
+    let (_, settings) = parse_request(chat, body, &DecodeSpec::dense())?;
     let (events, _) = tokio::sync::mpsc::unbounded_channel();
     settings.job(vec![0; prompt_tokens], context, events).map(drop)
 }

@@ -18,8 +18,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
 use super::error::ApiError;
-use super::job::{chat_prompt, completion_prompt, parse, Event, Outcome, Settings};
-use super::types::{ChatRequest, CompletionRequest};
+use super::job::{parse_request, Event, Outcome};
 use super::logprobs::{self, Entry};
 use super::{auth, web, AppState};
 
@@ -84,20 +83,9 @@ async fn completion(State(state): State<Arc<AppState>>, body: Result<Bytes, Byte
 async fn complete(state: &AppState, kind: Kind, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     let loaded = state.loaded.get().ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the model is loading"))?;
     let bytes = body.map_err(|r| ApiError::new(r.status(), r.body_text()))?;
-    let (text, params, logprobs) = match kind {
-        Kind::Chat => {
-            let req: ChatRequest = parse(&bytes)?;
-            let logprobs = logprobs::chat_request(req.logprobs, req.top_logprobs)?;
-            (chat_prompt(&req, loaded)?, req.params, logprobs)
-        }
-        Kind::Completion => {
-            let req: CompletionRequest = parse(&bytes)?;
-            let logprobs = logprobs::completion_request(req.logprobs)?;
-            (completion_prompt(&req)?, req.params, logprobs)
-        }
-    };
-    let settings = Settings::from_params(&params, &state.default_spec, logprobs)?;
-    let (stream, include_usage) = (settings.stream, settings.include_usage);
+    let (input, settings) = parse_request(kind == Kind::Chat, &bytes, &state.default_spec)?;
+    let text = input.prompt(loaded)?;
+    let (stream, include_usage, logprobs) = (settings.stream, settings.include_usage, settings.logprobs.is_some());
     let trace = settings.trace.then(|| {
         json!({
             "policy": settings.spec.to_string(),
@@ -117,7 +105,6 @@ async fn complete(state: &AppState, kind: Kind, body: Result<Bytes, BytesRejecti
         };
         return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message));
     }
-    let logprobs = logprobs.is_some();
     let reply = Reply { kind, id: next_id(kind), created: unix_now(), model: state.model_name.clone(), trace, logprobs };
     if stream {
         Ok(reply.stream(rx, include_usage))
