@@ -65,10 +65,7 @@ impl Generator {
         queued_trace.record(&prefill_counts, TokenSource::Prefill, false);
         let mut sampler = Sampler::new(opts.sampling.clone());
         let mut logprobs = opts.logprobs.map(LogprobRecorder::new);
-        let first = match &mut logprobs {
-            Some(recorder) => recorder.sample(&mut sampler, &mut logits, session.tokens()),
-            None => sampler.sample(&mut logits, session.tokens()),
-        };
+        let first = LogprobRecorder::sample_with(logprobs.as_mut(), &mut sampler, &mut logits, session.tokens());
         Self {
             max_tokens: opts.max_tokens,
             sampler,
@@ -177,10 +174,7 @@ impl Generator {
         self.counts.file_step(policy);
         self.queued_trace.record(self.counts.last_step(), TokenSource::Decode, !policy.past_warmup());
         self.decode_rows += 1;
-        let token = match &mut self.logprobs {
-            Some(recorder) => recorder.sample(&mut self.sampler, logits, session.tokens()),
-            None => self.sampler.sample(logits, session.tokens()),
-        };
+        let token = LogprobRecorder::sample_with(self.logprobs.as_mut(), &mut self.sampler, logits, session.tokens());
         self.queue.push_back(token);
     }
 

@@ -34,8 +34,16 @@ impl LogprobRecorder {
         Self { top_n: top_n.min(MAX_TOP_LOGPROBS), logits: Vec::new(), queued: None, last: None }
     }
 
+    /// Samples the next token from `logits`, recording its entry when there is a `recorder`.
+    pub fn sample_with(recorder: Option<&mut Self>, sampler: &mut Sampler, logits: &mut [f32], history: &[u32]) -> u32 {
+        match recorder {
+            Some(recorder) => recorder.sample(sampler, logits, history),
+            None => sampler.sample(logits, history),
+        }
+    }
+
     /// Samples the next token from `logits` and records its entry.
-    pub fn sample(&mut self, sampler: &mut Sampler, logits: &mut [f32], history: &[u32]) -> u32 {
+    fn sample(&mut self, sampler: &mut Sampler, logits: &mut [f32], history: &[u32]) -> u32 {
         self.logits.clear();
         self.logits.extend_from_slice(logits);
         let token = sampler.sample(logits, history);
