@@ -4,8 +4,13 @@
 use minijinja::{context, Environment, ErrorKind};
 use serde::{Deserialize, Serialize};
 
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::Duration;
+
 use crate::error::{Error, Result};
 use crate::model::GgufFile;
+use crate::sandbox;
 use crate::tokenizer::Tokenizer;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -20,10 +25,11 @@ impl Message {
     }
 }
 
+/// A model's chat template. Renders run in a [`sandbox::Worker`]: the template comes from an
+/// untrusted file, and fuel bounds its instructions but not the memory its strings take.
 pub struct ChatTemplate {
-    env: Environment<'static>,
-    bos_token: String,
-    eos_token: String,
+    renderer: Arc<Renderer>,
+    worker: sandbox::Worker,
 }
 
 impl ChatTemplate {
@@ -51,19 +57,63 @@ impl ChatTemplate {
             Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
         });
         env.add_function("strftime_now", |fmt: String| -> String { strftime_now(&fmt) });
-        // The template comes from an untrusted file: fuel bounds the work any template can do
-        // (a loop over a huge range, runaway recursion) and the environment has no loader, so
-        // `include`/`import` reach nothing on disk.
+        // Fuel bounds the instructions any template can run (a loop over a huge range, runaway
+        // recursion) and the environment has no loader, so `include`/`import` reach nothing on
+        // disk; the worker bounds memory and time.
         env.set_fuel(Some(TEMPLATE_FUEL));
         env.set_recursion_limit(TEMPLATE_RECURSION);
         env.add_template_owned("chat", source.to_string())
             .map_err(|e| Error::ChatTemplate(one_line(&e)))?;
-        Ok(Self { env, bos_token: bos_token.to_string(), eos_token: eos_token.to_string() })
+        let renderer = Arc::new(Renderer { env, bos_token: bos_token.to_string(), eos_token: eos_token.to_string() });
+        let handler = Arc::clone(&renderer);
+        let worker = sandbox::Worker::new(TEMPLATE_BUDGET, Box::new(move |request| handler.answer(request)));
+        Ok(Self { renderer, worker })
     }
 
     /// Renders the conversation; with `add_generation_prompt` the text ends where the
     /// assistant's reply begins.
     pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
+        let request = RenderRequest { messages: Cow::Borrowed(messages), add_generation_prompt };
+        let request = serde_json::to_vec(&request).map_err(|e| Error::ChatTemplate(e.to_string()))?;
+        match self.worker.call(&request) {
+            Ok(bytes) => String::from_utf8(bytes).map_err(|_| Error::ChatTemplate("the output is not UTF-8".into())),
+            Err(sandbox::Failure::Work(message)) => Err(Error::ChatTemplate(message)),
+            Err(failure) => Err(Error::ChatTemplate(format!("rendering {failure}"))),
+        }
+    }
+
+    /// [`render`](Self::render) in this process, bounded by fuel and the output cap only. The
+    /// fuzz target calls it, so that libFuzzer sees the render's coverage.
+    pub fn render_in_process(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
+        self.renderer.render(messages, add_generation_prompt)
+    }
+}
+
+/// What the worker is asked: the arguments of [`ChatTemplate::render`].
+#[derive(Serialize, Deserialize)]
+struct RenderRequest<'a> {
+    messages: Cow<'a, [Message]>,
+    add_generation_prompt: bool,
+}
+
+/// The compiled template and the tokens it may name.
+struct Renderer {
+    env: Environment<'static>,
+    bos_token: String,
+    eos_token: String,
+}
+
+impl Renderer {
+    /// The worker's handler: a [`RenderRequest`] in, the rendered text or the error's message out.
+    fn answer(&self, request: &[u8]) -> std::result::Result<Vec<u8>, String> {
+        let request: RenderRequest = serde_json::from_slice(request).map_err(|e| e.to_string())?;
+        self.render(&request.messages, request.add_generation_prompt).map(String::into_bytes).map_err(|e| match e {
+            Error::ChatTemplate(message) => message,
+            other => other.to_string(),
+        })
+    }
+
+    fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
         let template = self.env.get_template("chat").map_err(|e| Error::ChatTemplate(one_line(&e)))?;
         let ctx = context! {
             messages => messages,
@@ -80,6 +130,9 @@ impl ChatTemplate {
     }
 }
 
+/// Memory and time renders may take in the worker: real chat templates need a few kilobytes
+/// and well under a millisecond.
+const TEMPLATE_BUDGET: sandbox::Budget = sandbox::Budget { memory: 256 << 20, time: Duration::from_secs(5) };
 /// Instructions a template may execute per render: real chat templates use a few thousand.
 const TEMPLATE_FUEL: u64 = 2_000_000;
 /// Nested macro calls and includes; minijinja's own ceiling is 500.
@@ -185,6 +238,17 @@ mod tests {
         let src = "{% for i in range(10000) %}{{ 'x' * 10000 }}{% endfor %}";
         let err = ChatTemplate::new(src, "", "").unwrap().render(&[], true).unwrap_err();
         assert!(err.to_string().contains("exceeds"), "{err}");
+    }
+
+    #[test]
+    fn a_template_that_builds_gigabytes_stops_at_its_memory_budget() {
+        // Each `~` doubles the string: 16 doublings of 50 MB are far within the fuel.
+        let src = format!("{{% set s = 'x' * 50000000 %}}{}{{{{ s|length }}}}", "{% set s = s ~ s %}".repeat(16));
+        let t = ChatTemplate::new(&src, "", "").unwrap();
+        let err = t.render(&[], true).unwrap_err().to_string();
+        assert_eq!(err, "chat template: rendering needed more than 256 MiB of memory");
+        let small = ChatTemplate::new("{% set s = 'ab' %}{% set s = s ~ s %}{{ s }}", "", "").unwrap();
+        assert_eq!(small.render(&[], true).unwrap(), "abab");
     }
 
     #[test]

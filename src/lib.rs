@@ -15,6 +15,7 @@ pub mod kernels;
 pub mod model;
 pub mod profile;
 pub mod sampling;
+pub mod sandbox;
 pub mod server;
 pub mod skip;
 pub mod speculate;

@@ -17,5 +17,5 @@ pub fn run(data: &[u8]) {
     let Ok(input) = Input::arbitrary_take_rest(Unstructured::new(data)) else { return };
     let Ok(t) = ChatTemplate::new(&input.template, &input.bos, &input.eos) else { return };
     let messages: Vec<Message> = input.messages.iter().map(|(r, c)| Message::new(r, c)).collect();
-    let _ = t.render(&messages, input.add_generation_prompt);
+    let _ = t.render_in_process(&messages, input.add_generation_prompt);
 }

@@ -196,6 +196,15 @@ fn chat_template_that_loops_forever() {
 }
 
 #[test]
+fn chat_template_that_builds_gigabytes() {
+    let edit: Edit = |m, _| {
+        let src = format!("{{% set s = 'x' * 50000000 %}}{}{{{{ s }}}}", "{% set s = s ~ s %}".repeat(16));
+        set(m, "tokenizer.chat_template", Value::String(src))
+    };
+    tiny_with(edit, &["--chat", "--prompt", "hi"], "needed more than 256 MiB of memory");
+}
+
+#[test]
 fn prompt_longer_than_the_context() {
     let (_dir, path) = tiny_model_file(TinyModel::default());
     let prompt = "the ".repeat(200);
