@@ -23,7 +23,7 @@ pub enum QuantType {
 
 impl QuantType {
     /// Weights per block: a row's length must be a multiple of it.
-    pub(super) fn block_values(self) -> usize {
+    pub fn block_values(self) -> usize {
         match self {
             QuantType::Q4_0 => Q4_0::BLOCK_VALUES,
             QuantType::Q4_1 => Q4_1::BLOCK_VALUES,
@@ -35,7 +35,8 @@ impl QuantType {
         }
     }
 
-    pub(super) fn block_bytes(self) -> usize {
+    /// Bytes per block.
+    pub fn block_bytes(self) -> usize {
         match self {
             QuantType::Q4_0 => Q4_0::BLOCK_BYTES,
             QuantType::Q4_1 => Q4_1::BLOCK_BYTES,
