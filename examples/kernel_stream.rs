@@ -4,7 +4,8 @@
 //!     cargo run --release --example kernel_stream -- [THREADS] [REPEATS]
 //!
 //! The matrices have the output layer's shape in the Qwen2.5-Coder models (151936 rows of 896
-//! and of 1536 values); their bytes are random, with every f16 scale a finite small number.
+//! and of 1536 values), plus the 0.5B one's bytes in 16× longer rows, which shows what each
+//! row costs beyond its blocks; their bytes are random, with every f16 scale small and finite.
 
 use std::time::Instant;
 
@@ -17,8 +18,13 @@ fn main() {
     ffnskip::kernels::pool::set_threads(threads);
     println!("threads: {threads}; median of {repeats}");
     println!("| type | shape | kernel | ms | GB/s |\n|---|---|---|---|---|");
-    for (ty, cols) in [(QuantType::Q8_0, 896), (QuantType::Q5_0, 896), (QuantType::Q4K, 1536), (QuantType::Q6K, 1536)] {
-        let rows = 151_936;
+    for (ty, cols, rows) in [
+        (QuantType::Q8_0, 896, 151_936),
+        (QuantType::Q8_0, 14_336, 9_496),
+        (QuantType::Q5_0, 896, 151_936),
+        (QuantType::Q4K, 1536, 151_936),
+        (QuantType::Q6K, 1536, 151_936),
+    ] {
         let bytes = random_blocks(ty, rows * cols / ty.block_values());
         let x: Vec<f32> = (0..cols).map(|i| ((i * 7919) % 113) as f32 / 113.0 - 0.5).collect();
         let mut y = vec![0f32; rows];
