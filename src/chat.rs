@@ -241,6 +241,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(target_os = "linux")] // the worker's memory cap (src/sandbox.rs)
     fn a_template_that_builds_gigabytes_stops_at_its_memory_budget() {
         // Each `~` doubles the string: 16 doublings of 50 MB are far within the fuel.
         let src = format!("{{% set s = 'x' * 50000000 %}}{}{{{{ s|length }}}}", "{% set s = s ~ s %}".repeat(16));

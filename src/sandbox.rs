@@ -43,7 +43,7 @@ pub type Handler = Box<dyn Fn(&[u8]) -> Result<Vec<u8>, String> + Send + Sync>;
 
 pub use imp::Worker;
 
-#[cfg(unix)]
+#[cfg(target_os = "linux")]
 mod imp {
     use std::io::{self, Read, Write};
     use std::os::fd::AsRawFd;
@@ -259,8 +259,8 @@ mod imp {
 
     /// Lets go of every descriptor but the socket: stdin and stdout point to /dev/null (a child
     /// holding the caller's stdout would keep a reader waiting for its end), stderr too (Rust
-    /// reports a failed allocation there before aborting; the caller reports it once), and on
-    /// Linux all others are closed.
+    /// reports a failed allocation there before aborting; the caller reports it once), and with
+    /// glibc (`close_range`) all others are closed.
     fn detach(stream: &UnixStream) {
         // SAFETY: opens a constant path and duplicates descriptors this process owns.
         unsafe {
@@ -272,7 +272,7 @@ mod imp {
                 libc::close(null);
             }
         }
-        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        #[cfg(target_env = "gnu")]
         {
             let keep = stream.as_raw_fd() as libc::c_uint;
             // SAFETY: closes descriptors this process owns, none of which it uses again.
@@ -281,7 +281,7 @@ mod imp {
                 libc::close_range(keep + 1, libc::c_uint::MAX, 0);
             }
         }
-        #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+        #[cfg(not(target_env = "gnu"))]
         let _ = stream;
     }
 
@@ -309,8 +309,9 @@ mod imp {
     }
 }
 
-/// Without `fork` the handler runs in this process, bounded only by what it bounds itself.
-#[cfg(not(unix))]
+/// Elsewhere the handler runs in this process, bounded only by what it bounds itself (the child
+/// needs Linux's `/proc/self/statm` to size its cap).
+#[cfg(not(target_os = "linux"))]
 mod imp {
     use super::{Budget, Failure, Handler};
 
@@ -329,7 +330,7 @@ mod imp {
     }
 }
 
-#[cfg(all(test, unix))]
+#[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
 
