@@ -46,6 +46,18 @@ pub fn parallel_for(tasks: usize, f: &(dyn Fn(usize) + Sync)) {
     }
 }
 
+/// Runs `f` once on every thread of the pool, the caller included: to size thread-local
+/// buffers before a step needs them, whichever thread then takes which task. Waits for a
+/// product another thread is running.
+pub fn on_every_thread(f: &(dyn Fn() + Sync)) {
+    let pool = pool();
+    f();
+    if !pool.workers.is_empty() {
+        let _guard = pool.owner.lock().unwrap_or_else(|e| e.into_inner());
+        pool.publish(&|_| f(), 0, true);
+    }
+}
+
 /// An output buffer that parallel tasks fill in disjoint parts.
 pub struct DisjointOut<'a> {
     ptr: *mut f32,
@@ -88,6 +100,8 @@ struct Job {
     /// The tasks' function, its lifetime erased: valid until every worker has acknowledged it.
     f: Option<&'static (dyn Fn(usize) + Sync)>,
     tasks: usize,
+    /// Every worker calls `f` once, with its index, instead of claiming tasks.
+    each: bool,
 }
 
 struct Shared {
@@ -116,7 +130,7 @@ impl Pool {
     fn new(n_workers: usize) -> Self {
         let shared = Arc::new(Shared {
             generation: AtomicUsize::new(0),
-            job: UnsafeCell::new(Job { f: None, tasks: 0 }),
+            job: UnsafeCell::new(Job { f: None, tasks: 0, each: false }),
             next: AtomicUsize::new(0),
             acks: AtomicUsize::new(0),
             sleeping: (0..n_workers).map(|_| AtomicBool::new(false)).collect(),
@@ -137,13 +151,19 @@ impl Pool {
 
     /// Publishes one product, takes part in it and waits until every worker acknowledged it.
     fn run(&self, tasks: usize, f: &(dyn Fn(usize) + Sync)) {
+        self.publish(f, tasks, false);
+    }
+
+    /// Publishes a job (`each`: one call per worker, else `tasks` tasks the caller also
+    /// claims) and waits until every worker acknowledged it.
+    fn publish(&self, f: &(dyn Fn(usize) + Sync), tasks: usize, each: bool) {
         let s = &*self.shared;
         // SAFETY: all workers acknowledged the previous product and wait for a new generation;
         // the lifetime is erased because this function returns only after every worker is done
         // with `f`.
         unsafe {
             let f: &'static (dyn Fn(usize) + Sync) = std::mem::transmute(f);
-            *s.job.get() = Job { f: Some(f), tasks };
+            *s.job.get() = Job { f: Some(f), tasks, each };
         }
         s.next.store(0, Ordering::Relaxed);
         s.acks.store(0, Ordering::Relaxed);
@@ -153,7 +173,9 @@ impl Pool {
                 worker.unpark();
             }
         }
-        claim_tasks(s, f, tasks);
+        if !each {
+            claim_tasks(s, f, tasks);
+        }
         let mut spins = 0u32;
         while s.acks.load(Ordering::Acquire) < self.workers.len() {
             std::hint::spin_loop();
@@ -185,8 +207,10 @@ fn worker(s: &Shared, index: usize) {
         // SAFETY: the owner wrote the job before bumping the generation we just observed and
         // keeps `f` alive until we acknowledge.
         let job = unsafe { &*s.job.get() };
-        if let Some(f) = job.f {
-            claim_tasks(s, f, job.tasks);
+        match job.f {
+            Some(f) if job.each => f(index),
+            Some(f) => claim_tasks(s, f, job.tasks),
+            None => {}
         }
         s.acks.fetch_add(1, Ordering::Release);
     }
@@ -225,6 +249,17 @@ fn wait_for_generation(s: &Shared, index: usize, seen: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn on_every_thread_runs_once_on_each_thread() {
+        let seen = Mutex::new(Vec::new());
+        on_every_thread(&|| seen.lock().unwrap().push(thread::current().id()));
+        let mut seen = seen.into_inner().unwrap();
+        assert_eq!(seen.len(), threads());
+        seen.sort_by_key(|id| format!("{id:?}"));
+        seen.dedup();
+        assert_eq!(seen.len(), threads(), "a thread ran it twice");
+    }
 
     #[test]
     fn every_task_runs_exactly_once() {

@@ -192,6 +192,19 @@ struct Scratch {
     weighted: WeightedSum,
 }
 
+/// Sizes every pool thread's attention scratch for `context` positions, so that a decode step
+/// allocates nothing whichever thread takes which head.
+pub fn reserve_scratch(cfg: &Config, context: usize) {
+    pool::on_every_thread(&|| {
+        SCRATCH.with(|scratch| {
+            let scratch = &mut *scratch.borrow_mut();
+            scratch.q.reserve(cfg.head_dim);
+            scratch.scores.reserve(context);
+            scratch.weighted.reserve(cfg.head_dim);
+        })
+    });
+}
+
 thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
     /// One layer's keys and values as f32, reused across calls.

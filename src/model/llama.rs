@@ -11,7 +11,7 @@ use std::cell::RefCell;
 
 use crate::error::{Error, Result};
 use crate::kernels::Rounding;
-use crate::model::attention::{attend, Queries, Rope};
+use crate::model::attention::{self, attend, Queries, Rope};
 use crate::model::batch::{keep_output_rows, Group, SeqRows, SeqStep};
 use crate::model::config::Config;
 use crate::model::gguf::GgufFile;
@@ -125,6 +125,7 @@ impl Llama {
     }
 
     pub fn new_cache_with(&self, capacity: usize, precision: KvPrecision) -> KvCache {
+        attention::reserve_scratch(&self.config, capacity);
         KvCache::new(self.config.n_layers, self.config.kv_dim(), capacity, precision)
     }
 

@@ -163,6 +163,15 @@ pub struct WeightedSum {
 }
 
 impl WeightedSum {
+    /// Room for sums over `cols` columns in either order, so that [`WeightedSum::run`] then
+    /// allocates nothing.
+    pub fn reserve(&mut self, cols: usize) {
+        if self.acc.len() < 4 * LANES * cols {
+            self.acc.resize(4 * LANES * cols, 0.0);
+        }
+        self.tail.reserve(cols);
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub fn run<V: CacheValues>(
         &mut self,
