@@ -1,5 +1,7 @@
-//! Choosing the next token from the logits: repetition penalty, then greedy argmax or
-//! top-k → top-p → min-p → temperature → a seeded draw (llama.cpp's order).
+//! Choosing the next token from the logits: repetition, frequency and presence penalties, then
+//! greedy argmax or top-k → top-p → min-p → temperature → a seeded draw (llama.cpp's order).
+
+use std::collections::HashMap;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -19,7 +21,14 @@ pub struct SamplingParams {
     pub min_p: f32,
     /// 1 means off; applied to the last `repeat_last_n` tokens.
     pub repeat_penalty: f32,
+    /// The window of the three penalties: this many of the latest tokens (prompt included).
     pub repeat_last_n: usize,
+    /// Subtracted from a token's logit once per time it occurs in the window (0: off).
+    #[serde(default)]
+    pub frequency_penalty: f32,
+    /// Subtracted from the logit of every token in the window (0: off).
+    #[serde(default)]
+    pub presence_penalty: f32,
     pub seed: u64,
 }
 
@@ -32,6 +41,8 @@ impl Default for SamplingParams {
             min_p: 0.0,
             repeat_penalty: 1.0,
             repeat_last_n: 64,
+            frequency_penalty: 0.0,
+            presence_penalty: 0.0,
             seed: 42,
         }
     }
@@ -52,24 +63,38 @@ impl SamplingParams {
         if !(self.repeat_penalty > 0.0 && self.repeat_penalty.is_finite()) {
             return bad("repeat-penalty must be a finite number > 0");
         }
+        for (name, value) in [("frequency penalty", self.frequency_penalty), ("presence penalty", self.presence_penalty)] {
+            if !(-MAX_ADDITIVE_PENALTY..=MAX_ADDITIVE_PENALTY).contains(&value) {
+                return bad(&format!("{name} must be in [-{MAX_ADDITIVE_PENALTY}, {MAX_ADDITIVE_PENALTY}]"));
+            }
+        }
         Ok(())
     }
 
     pub fn is_greedy(&self) -> bool {
         self.temperature <= 0.0
     }
+
+    fn penalises(&self) -> bool {
+        self.repeat_penalty != 1.0 || self.frequency_penalty != 0.0 || self.presence_penalty != 0.0
+    }
 }
+
+/// The largest frequency or presence penalty, either sign (OpenAI's range).
+pub const MAX_ADDITIVE_PENALTY: f32 = 2.0;
 
 pub struct Sampler {
     params: SamplingParams,
     rng: StdRng,
     candidates: Vec<(u32, f32)>,
+    /// The penalty window's tokens and how often each occurs (reused from call to call).
+    counts: HashMap<u32, u32>,
 }
 
 impl Sampler {
     pub fn new(params: SamplingParams) -> Self {
         let rng = StdRng::seed_from_u64(params.seed);
-        Self { params, rng, candidates: Vec::new() }
+        Self { params, rng, candidates: Vec::new(), counts: HashMap::new() }
     }
 
     pub fn params(&self) -> &SamplingParams {
@@ -87,8 +112,8 @@ impl Sampler {
     /// all the mass on the argmax.
     pub fn distribution(&mut self, logits: &mut [f32], history: &[u32]) -> Vec<(u32, f32)> {
         let p = &self.params;
-        if p.repeat_penalty != 1.0 {
-            apply_repeat_penalty(logits, history, p.repeat_penalty, p.repeat_last_n);
+        if p.penalises() {
+            apply_penalties(logits, history, p, &mut self.counts);
         }
         if p.is_greedy() {
             return vec![(argmax(logits), 1.0)];
@@ -159,16 +184,18 @@ pub fn argmax(logits: &[f32]) -> u32 {
     best as u32
 }
 
-/// CTRL-style penalty: positive logits of recent tokens are divided by `penalty`, negative
-/// ones multiplied, each token once.
-fn apply_repeat_penalty(logits: &mut [f32], history: &[u32], penalty: f32, last_n: usize) {
-    let recent = &history[history.len().saturating_sub(last_n)..];
-    let mut seen = std::collections::HashSet::new();
-    for &t in recent {
+/// The penalties on the last `repeat_last_n` tokens, per token as llama.cpp applies them: the
+/// CTRL-style repeat penalty (a positive logit divided by it, a negative one multiplied), then
+/// `count · frequency_penalty + presence_penalty` subtracted.
+fn apply_penalties(logits: &mut [f32], history: &[u32], p: &SamplingParams, counts: &mut HashMap<u32, u32>) {
+    counts.clear();
+    for &t in &history[history.len().saturating_sub(p.repeat_last_n)..] {
+        *counts.entry(t).or_insert(0) += 1;
+    }
+    for (&t, &count) in counts.iter() {
         if let Some(l) = logits.get_mut(t as usize) {
-            if seen.insert(t) {
-                *l = if *l > 0.0 { *l / penalty } else { *l * penalty };
-            }
+            *l = if *l > 0.0 { *l / p.repeat_penalty } else { *l * p.repeat_penalty };
+            *l -= count as f32 * p.frequency_penalty + p.presence_penalty;
         }
     }
 }
@@ -216,7 +243,32 @@ mod tests {
     }
 
     #[test]
+    fn frequency_and_presence_penalties_subtract_per_occurrence_and_once() {
+        // Values exact in binary, so the penalised logits compare exactly.
+        let greedy = |frequency_penalty, presence_penalty, history: &[u32]| {
+            let mut s = Sampler::new(SamplingParams { frequency_penalty, presence_penalty, ..params(0.0) });
+            let mut logits = [3.0, 2.0, 1.75];
+            let token = s.sample(&mut logits, history);
+            (token, logits)
+        };
+        // Token 0 seen twice: 3 − 2·0.75 = 1.5 falls below token 1's 2.
+        assert_eq!(greedy(0.75, 0.0, &[0, 0]), (1, [1.5, 2.0, 1.75]));
+        // Seen once, 3 − 0.75 = 2.25 still leads.
+        assert_eq!(greedy(0.75, 0.0, &[0]).0, 0);
+        // Presence: once per token however often it occurs; tokens 0 and 1 both drop by 1.5.
+        assert_eq!(greedy(0.0, 1.5, &[0, 0, 0, 1]), (2, [1.5, 0.5, 1.75]));
+        // Negative values encourage repeats.
+        assert_eq!(greedy(0.0, -2.0, &[2]).0, 2);
+        // The window: a token older than the last `repeat_last_n` is not penalised.
+        let mut s = Sampler::new(SamplingParams { presence_penalty: 2.0, repeat_last_n: 2, ..params(0.0) });
+        assert_eq!(s.sample(&mut [3.0, 2.0, 1.75], &[0, 2, 2]), 0);
+    }
+
+    #[test]
     fn invalid_params_are_rejected() {
+        assert!(SamplingParams { frequency_penalty: 2.5, ..Default::default() }.validate().is_err());
+        assert!(SamplingParams { presence_penalty: f32::NAN, ..Default::default() }.validate().is_err());
+        assert!(SamplingParams { presence_penalty: -2.0, ..Default::default() }.validate().is_ok());
         assert!(SamplingParams { top_p: 0.0, ..Default::default() }.validate().is_err());
         assert!(SamplingParams { temperature: -1.0, ..Default::default() }.validate().is_err());
         assert!(SamplingParams::default().validate().is_ok());

@@ -86,9 +86,16 @@ pub struct SamplingArgs {
     /// Penalty on recently seen tokens (1: off).
     #[arg(long, default_value_t = 1.0)]
     pub repeat_penalty: f32,
-    /// How many recent tokens the repetition penalty looks at.
+    /// How many recent tokens (prompt included) the repetition, frequency and presence
+    /// penalties look at.
     #[arg(long, default_value_t = 64)]
     pub repeat_last_n: usize,
+    /// Subtracted from a token's logit per occurrence in the window (−2 to 2; 0: off).
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    pub frequency_penalty: f32,
+    /// Subtracted from the logit of every token in the window (−2 to 2; 0: off).
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    pub presence_penalty: f32,
     /// Random seed: the same seed gives the same output.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
@@ -106,6 +113,8 @@ impl SamplingArgs {
             min_p: self.min_p,
             repeat_penalty: self.repeat_penalty,
             repeat_last_n: self.repeat_last_n,
+            frequency_penalty: self.frequency_penalty,
+            presence_penalty: self.presence_penalty,
             seed: self.seed,
         };
         p.validate()?;

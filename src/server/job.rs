@@ -100,11 +100,6 @@ impl Settings {
                 return Err(ApiError::bad_request(format!("n must be 1 (got {n})")));
             }
         }
-        for (name, value) in [("frequency_penalty", p.frequency_penalty), ("presence_penalty", p.presence_penalty)] {
-            if value.is_some_and(|v| v != 0.0) {
-                return Err(ApiError::bad_request(format!("{name} is not supported (only 0)")));
-            }
-        }
         let max_tokens = match p.max_completion_tokens.or(p.max_tokens) {
             None => None,
             Some(n) if !(0..=MAX_TOKENS_LIMIT).contains(&n) => {
@@ -119,6 +114,8 @@ impl Settings {
         let sampling = SamplingParams {
             temperature,
             top_p: p.top_p.unwrap_or(1.0),
+            frequency_penalty: p.frequency_penalty.unwrap_or(0.0),
+            presence_penalty: p.presence_penalty.unwrap_or(0.0),
             // Without a seed every request samples differently, as OpenAI's API does.
             seed: p.seed.unwrap_or_else(rand::random),
             ..SamplingParams::default()

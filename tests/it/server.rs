@@ -202,7 +202,8 @@ fn serve_rejects_bad_input_with_openai_errors() {
         ("temperature", chat(json!({"temperature": 7.5}))),
         ("top_p", chat(json!({"top_p": 0}))),
         ("n", chat(json!({"n": 2}))),
-        ("frequency_penalty", chat(json!({"frequency_penalty": 0.5}))),
+        ("frequency_penalty", chat(json!({"frequency_penalty": 2.5}))),
+        ("presence_penalty", chat(json!({"presence_penalty": -3}))),
         ("empty stop string", chat(json!({"stop": ""}))),
         ("image part", json!({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]})),
     ];
@@ -342,6 +343,23 @@ fn serve_mixed_policies_in_one_batch_equal_the_cli() {
         ("completion", "In 1969, the first humans", "dense"),
         ("chat", "Write a haiku about rain.", "ffnskip@0.5:warmup=0"),
     ]);
+}
+
+#[test]
+fn serve_frequency_and_presence_penalties_equal_the_cli() {
+    let server = Server::start(&["--api-key", KEY]);
+    let prompt = "Repeat after me: one two one two one two one two";
+    let body = json!({"prompt": prompt, "max_tokens": 24, "temperature": 0, "frequency_penalty": 1.5, "presence_penalty": 0.5});
+    let served = server.post_json("/v1/completions", &body)["choices"][0]["text"].as_str().unwrap().to_string();
+    let cli = |penalties: &[&str]| {
+        let mut args = vec!["generate", "-t", "2", "-p", prompt, "-n", "24"];
+        args.extend(penalties);
+        let out = ffnskip(&args);
+        assert!(out.status.success());
+        stdout(&out)
+    };
+    assert_eq!(format!("{served}\n"), cli(&["--frequency-penalty", "1.5", "--presence-penalty", "0.5"]));
+    assert_ne!(format!("{served}\n"), cli(&[]), "the penalties changed nothing");
 }
 
 #[test]
