@@ -1,8 +1,9 @@
-//! One generation as a state machine: `start` prefills, each `step` emits one token (decoding
-//! when no accepted draft is queued), `finish` gives the statistics. The CLI runs the steps in
-//! one loop. The server splits a step in two: `emit_next` emits the token and leaves the one
-//! to feed pending, the engine decodes the pending tokens of several generations in one
-//! batched forward, and `accept` samples from each one's logits.
+//! One generation as a state machine: `start` prefills, each `step` emits one token (feeding
+//! the model when no accepted draft is queued), `finish` gives the statistics. The CLI runs the
+//! steps in one loop. The server splits a step in three: `emit_next` emits the token and leaves
+//! what to feed pending (the token, or a speculative decoder's token and draft), the engine
+//! feeds the pending tokens of several generations in one batched forward, and `accept_fed`
+//! chooses each one's next tokens from its logits.
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -11,12 +12,14 @@ use super::logprobs::LogprobRecorder;
 use super::prefill::Prefill;
 use super::session::PREFILL_CHUNK;
 use super::{
-    Decoder, FinishReason, GenerateOptions, Generation, Session, StopMatcher, TokenLogprob, TokenSource, TokenTrace, WarmupSplit,
+    Decoder, Feed, FinishReason, GenerateOptions, Generation, Session, StopMatcher, TokenLogprob, TokenSource, TokenTrace,
+    WarmupSplit,
 };
 use crate::error::Result;
 use crate::model::BlockCounts;
 use crate::sampling::Sampler;
 use crate::skip::SkipPolicy;
+use crate::speculate::Drafted;
 use crate::tokenizer::{Tokenizer, Utf8Stream};
 
 pub struct Generator {
@@ -37,8 +40,8 @@ pub struct Generator {
     /// Tokens chosen but not yet emitted. All but the last are already in the cache (accepted
     /// speculative drafts); the last is fed when the queue runs dry.
     queue: VecDeque<u32>,
-    /// The token a stepwise decoder still has to feed before the next can be sampled.
-    pending: Option<u32>,
+    /// What has to be fed before the next token can be chosen.
+    pending: Option<Pending>,
     /// What the forward that produced the queued tokens ran.
     queued_trace: TokenTrace,
     /// The same for the latest generated token.
@@ -47,6 +50,17 @@ pub struct Generator {
     logprobs: Option<LogprobRecorder>,
     finish_reason: Option<FinishReason>,
 }
+
+/// What a generation feeds the model next; `advance` makes it from the generation's decoder.
+enum Pending {
+    /// A stepwise decoder's latest token.
+    Decode(u32),
+    /// A speculative decoder's latest token and its draft, to verify.
+    Verify(Drafted),
+}
+
+/// A pending feed's tokens, the policy they run under and the counts they fill.
+pub type FeedParts<'g> = (&'g [u32], &'g mut dyn SkipPolicy, &'g mut BlockCounts);
 
 impl Generator {
     /// Prefills `prompt` (reusing what the session's cache already holds) and samples the
@@ -115,22 +129,25 @@ impl Generator {
         on_text: &mut dyn FnMut(&str),
     ) -> Result<Option<FinishReason>> {
         self.emit_next(session, tokenizer, decoder, on_text)?;
-        if let (Some(token), Decoder::Stepwise(policy)) = (self.pending, decoder) {
+        if self.pending.is_some() {
+            let model = session.model();
             let mut logits = std::mem::take(&mut self.logits);
-            let decoded = session.decode(token, policy.as_mut(), self.counts.begin_step(), &mut logits);
-            if decoded.is_ok() {
-                self.accept(session, policy.as_ref(), &mut logits);
+            let start = Instant::now();
+            let (tokens, policy, counts) = self.feed_parts(decoder).expect("a pending feed");
+            let fed = Session::feed_batch(model, &mut [Feed { session: &mut *session, tokens, policy, counts }], &mut logits);
+            if fed.is_ok() {
+                self.accept_fed(session, decoder, &mut logits, start.elapsed().as_secs_f64());
             }
             self.logits = logits;
-            decoded?;
+            fed?;
         }
         Ok(self.finish_reason)
     }
 
-    /// The first half of [`Generator::step`]: emits the next token and, for a stepwise
-    /// decoder, leaves the token to feed in [`Generator::pending_decode`] (a speculative
-    /// decoder runs its own forwards here). Returns the finish reason once the generation has
-    /// ended.
+    /// The first half of [`Generator::step`]: emits the next token and, when the queue is
+    /// empty, leaves what to feed in [`Generator::feed_parts`] (a speculative decoder drafts
+    /// here, with its own forwards when the draft is the skip policy's). Returns the finish
+    /// reason once the generation has ended.
     pub fn emit_next(
         &mut self,
         session: &mut Session,
@@ -157,25 +174,41 @@ impl Generator {
         Ok(self.finish_reason)
     }
 
-    /// The token to decode before the next can be sampled, if any.
-    pub fn pending_decode(&self) -> Option<u32> {
-        self.pending
+    /// What to feed before the next token can be chosen, with the policy it runs under (the
+    /// full model's, for a speculative draft) and the counts it fills; `None` when nothing is.
+    pub fn feed_parts<'g>(&'g mut self, decoder: &'g mut Decoder) -> Option<FeedParts<'g>> {
+        match (&self.pending, decoder) {
+            (Some(Pending::Decode(token)), Decoder::Stepwise(policy)) => {
+                Some((std::slice::from_ref(token), policy.as_mut(), self.counts.begin_step()))
+            }
+            (Some(Pending::Verify(drafted)), Decoder::Speculative(speculator)) => {
+                Some((drafted.rows(), speculator.verify_policy(), &mut self.counts.all))
+            }
+            // `advance` makes each pending feed from this generation's decoder.
+            _ => None,
+        }
     }
 
-    /// The counts the pending decode step fills.
-    pub fn step_counts(&mut self) -> &mut BlockCounts {
-        self.counts.begin_step()
-    }
-
-    /// The second half of [`Generator::step`], once the pending token has been decoded under
-    /// `policy` into `logits` (and the step's counts filled): samples the next token.
-    pub fn accept(&mut self, session: &Session, policy: &dyn SkipPolicy, logits: &mut [f32]) {
-        self.pending = None;
-        self.counts.file_step(policy);
-        self.queued_trace.record(self.counts.last_step(), TokenSource::Decode, !policy.past_warmup());
-        self.decode_rows += 1;
-        let token = LogprobRecorder::sample_with(self.logprobs.as_mut(), &mut self.sampler, logits, session.tokens());
-        self.queue.push_back(token);
+    /// The second half of [`Generator::step`], once the pending feed went through the model
+    /// (in `forward_secs`) and `logits` holds the logits after each of its tokens: chooses the
+    /// next token, or the accepted part of a speculative draft and the full model's next token.
+    pub fn accept_fed(&mut self, session: &mut Session, decoder: &mut Decoder, logits: &mut [f32], forward_secs: f64) {
+        match (self.pending.take(), decoder) {
+            (Some(Pending::Decode(_)), Decoder::Stepwise(policy)) => {
+                self.counts.file_step(policy.as_ref());
+                self.queued_trace.record(self.counts.last_step(), TokenSource::Decode, !policy.past_warmup());
+                self.decode_rows += 1;
+                let token = LogprobRecorder::sample_with(self.logprobs.as_mut(), &mut self.sampler, logits, session.tokens());
+                self.queue.push_back(token);
+            }
+            (Some(Pending::Verify(drafted)), Decoder::Speculative(speculator)) => {
+                let tokens = speculator.judge_cycle(session, &mut self.sampler, drafted, logits, forward_secs);
+                self.queued_trace.record_full(TokenSource::Speculative);
+                self.decode_rows = speculator.stats().verified_rows;
+                self.queue.extend(tokens);
+            }
+            _ => {}
+        }
     }
 
     /// One token: `Some((reason, stopped by a stop string))` when the generation ends.
@@ -213,16 +246,12 @@ impl Generator {
         if !self.queue.is_empty() {
             return Ok(None);
         }
-        // Decode: run the new token through the model to get the next one(s).
-        match decoder {
-            Decoder::Stepwise(_) => self.pending = Some(token),
-            Decoder::Speculative(speculator) => {
-                let tokens = speculator.cycle(session, &mut self.sampler, token, &mut self.counts.all)?;
-                self.queued_trace.record_full(TokenSource::Speculative);
-                self.decode_rows = speculator.stats().verified_rows;
-                self.queue.extend(tokens);
-            }
-        }
+        // The new token goes through the model (with a draft, for speculation) to get the
+        // next one(s).
+        self.pending = Some(match decoder {
+            Decoder::Stepwise(_) => Pending::Decode(token),
+            Decoder::Speculative(speculator) => Pending::Verify(speculator.draft_cycle(session, &mut self.sampler, token)?),
+        });
         Ok(None)
     }
 

@@ -17,7 +17,7 @@ pub use decoder::{DecodeSpec, Decoder};
 pub use generator::Generator;
 pub use logprobs::{TokenLogprob, MAX_TOP_LOGPROBS};
 pub use prefill::{check_piece, piece_rows, pieces, Prefill};
-pub use session::{DecodeRow, Session, PREFILL_CHUNK};
+pub use session::{Feed, Session, PREFILL_CHUNK};
 pub use stats::SkipStats;
 pub use stop::StopMatcher;
 pub use trace::{LayerRun, TokenSource, TokenTrace};

@@ -17,11 +17,11 @@ pub const DEFAULT_CONTEXT: usize = 8192;
 /// (about 60 MB of activations on Qwen2.5-Coder-1.5B) however long the prompt.
 pub const PREFILL_CHUNK: usize = 512;
 
-/// One sequence's row in [`Session::decode_batch`]: the token it feeds, under its policy,
-/// counted in its counts.
-pub struct DecodeRow<'s, 'm> {
+/// One sequence's part of [`Session::feed_batch`]: the tokens it feeds (one generated token,
+/// or a speculative draft's rows to verify), under its policy, counted in its counts.
+pub struct Feed<'s, 'm> {
     pub session: &'s mut Session<'m>,
-    pub token: u32,
+    pub tokens: &'s [u32],
     pub policy: &'s mut dyn SkipPolicy,
     pub counts: &'s mut BlockCounts,
 }
@@ -125,23 +125,26 @@ impl<'m> Session<'m> {
         Ok(())
     }
 
-    /// Feeds each row's token to its session in one forward step and writes the logits after
-    /// them, `[rows, vocab]`, into `logits`. A one-row decode step rounds as its row alone
-    /// ([`crate::kernels::Rounding::PerRow`]), so every session gets the bits
-    /// [`Session::decode`] would give it.
-    pub fn decode_batch(model: &Llama, rows: &mut [DecodeRow], logits: &mut Vec<f32>) -> Result<()> {
-        let mut seqs: Vec<SeqStep> = rows
+    /// Feeds each sequence's tokens to its session in one forward step and writes the logits
+    /// after each token, `[rows, vocab]` in feed order, into `logits`. Every row rounds as its
+    /// own decode step ([`crate::kernels::Rounding::PerRow`]), so a one-token feed gets the bits
+    /// [`Session::decode`] would give it, and a longer one those of [`Session::verify`].
+    pub fn feed_batch(model: &Llama, feeds: &mut [Feed], logits: &mut Vec<f32>) -> Result<()> {
+        let mut seqs: Vec<SeqStep> = feeds
             .iter_mut()
-            .map(|r| SeqStep {
-                step: Step::decode(&r.token, r.session.tokens.len()),
-                cache: &mut r.session.cache,
-                policy: &mut *r.policy,
-                counts: &mut *r.counts,
+            .map(|f| SeqStep {
+                step: match f.tokens {
+                    [token] => Step::decode(token, f.session.tokens.len()),
+                    tokens => Step::verify(tokens, f.session.tokens.len()),
+                },
+                cache: &mut f.session.cache,
+                policy: &mut *f.policy,
+                counts: &mut *f.counts,
             })
             .collect();
         model.forward_batch(&mut seqs, logits)?;
-        for r in rows.iter_mut() {
-            r.session.tokens.push(r.token);
+        for f in feeds.iter_mut() {
+            f.session.tokens.extend_from_slice(f.tokens);
         }
         Ok(())
     }

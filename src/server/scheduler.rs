@@ -1,9 +1,10 @@
 //! The engine thread: it owns the model and up to `parallel` sessions (KV cache slots), takes
 //! jobs from the queue when a slot is free, and advances every running job by one token per
 //! round, so sequences join and leave between steps. In a round each job emits its next token,
-//! then the tokens of every job with a stepwise decoder go through the model together, one row
-//! each in one batched forward (speculative decoders run their own forwards), then one piece of
-//! the first joining job's prompt is prefilled: a long prompt delays each round by a piece, not
+//! then what every job has to feed goes through the model together in one batched forward (one
+//! row for a stepwise decoder; the fed token and its draft for a speculative one, whose
+//! skip-policy drafts run their own forwards while it drafts), then one piece of the first
+//! joining job's prompt is prefilled: a long prompt delays each round by a piece, not
 //! the running streams by its whole prefill. A job whose client has gone (its event channel
 //! closed) is dropped at its next step, freeing the slot.
 
@@ -18,7 +19,7 @@ use super::logprobs::Entry;
 use super::metrics::Metrics;
 use super::Loaded;
 use crate::error::Result;
-use crate::generate::{DecodeRow, Decoder, FinishReason, GenerateOptions, Generator, Prefill, Session, SkipStats};
+use crate::generate::{Decoder, Feed, FinishReason, GenerateOptions, Generator, Prefill, Session, SkipStats};
 use crate::model::Llama;
 
 /// How often the decode throughput gauge is refreshed.
@@ -143,8 +144,8 @@ impl<'m> Engine<'m> {
         }
     }
 
-    /// One token for every running job, then one batched decode step for those that need
-    /// one, then one prefill piece; returns how many tokens were generated.
+    /// One token for every running job, then one batched forward for those that need one,
+    /// then one prefill piece; returns how many tokens were generated.
     fn round(&mut self) -> u64 {
         let mut generated = 0;
         let mut i = 0;
@@ -187,7 +188,7 @@ impl<'m> Engine<'m> {
             }
         }
         self.metrics.generated_tokens.fetch_add(generated, Relaxed);
-        self.decode_batch();
+        self.feed_batch();
         self.prefill_next();
         generated
     }
@@ -218,38 +219,42 @@ impl<'m> Engine<'m> {
         self.free.push(j.slot);
     }
 
-    /// Feeds the pending token of every running job with a stepwise decoder, all in one
-    /// forward, and samples each job's next token from its row of the logits.
-    fn decode_batch(&mut self) {
+    /// Feeds what every running job has pending (its token, or a speculative decoder's token
+    /// and draft), all in one forward, and lets each choose its next tokens from its rows of
+    /// the logits.
+    fn feed_batch(&mut self) {
         let mut sessions: Vec<Option<&mut Session<'m>>> = self.sessions.iter_mut().map(Some).collect();
-        let (mut rows, mut batched) = (Vec::new(), Vec::new());
+        let (mut feeds, mut fed) = (Vec::new(), Vec::new());
         for (i, r) in self.running.iter_mut().enumerate() {
-            let (Some(token), Decoder::Stepwise(policy)) = (r.generator.pending_decode(), &mut r.decoder) else {
+            let Some((tokens, policy, counts)) = r.generator.feed_parts(&mut r.decoder) else {
                 continue;
             };
             let session = sessions[r.slot].take().expect("one running job per slot");
-            rows.push(DecodeRow { session, token, policy: policy.as_mut(), counts: r.generator.step_counts() });
-            batched.push(i);
+            fed.push((i, tokens.len()));
+            feeds.push(Feed { session, tokens, policy, counts });
         }
-        if rows.is_empty() {
+        if feeds.is_empty() {
             return;
         }
-        let decoded = Session::decode_batch(self.model, &mut rows, &mut self.logits);
-        drop(rows);
-        if let Err(e) = decoded {
+        let start = Instant::now();
+        let result = Session::feed_batch(self.model, &mut feeds, &mut self.logits);
+        let secs = start.elapsed().as_secs_f64();
+        drop(feeds);
+        if let Err(e) = result {
             // Highest index first: `release` moves the last job into the freed place.
-            for &i in batched.iter().rev() {
+            for &(i, _) in fed.iter().rev() {
                 let r = self.release(i);
                 let _ = r.job.events.send(Event::Failed(e.to_string()));
             }
             return;
         }
         let vocab = self.model.config.vocab_size;
-        for (&i, logits) in batched.iter().zip(self.logits.chunks_exact_mut(vocab)) {
+        let mut rows = self.logits.as_mut_slice();
+        for &(i, n) in &fed {
+            let (logits, rest) = rows.split_at_mut(n * vocab);
+            rows = rest;
             let r = &mut self.running[i];
-            if let Decoder::Stepwise(policy) = &r.decoder {
-                r.generator.accept(&self.sessions[r.slot], policy.as_ref(), logits);
-            }
+            r.generator.accept_fed(&mut self.sessions[r.slot], &mut r.decoder, logits, secs);
         }
     }
 

@@ -78,6 +78,23 @@ pub struct Speculator {
     n_layers: usize,
     draft_logits: Vec<f32>,
     verify_logits: Vec<f32>,
+    verify_policy: Dense,
+}
+
+/// A cycle between its draft and its verification: the rows to verify (the fed token, then
+/// the draft) and what judging them needs.
+pub struct Drafted {
+    rows: Vec<u32>,
+    draft: Draft,
+    /// The session's length before the fed token.
+    n0: usize,
+    draft_secs: f64,
+}
+
+impl Drafted {
+    pub fn rows(&self) -> &[u32] {
+        &self.rows
+    }
 }
 
 /// A draft: where it came from, its tokens and the distribution each was drawn from.
@@ -99,6 +116,7 @@ impl Speculator {
             n_layers,
             draft_logits: Vec::new(),
             verify_logits: Vec::new(),
+            verify_policy: Dense,
         })
     }
 
@@ -138,6 +156,19 @@ impl Speculator {
         token: u32,
         counts: &mut BlockCounts,
     ) -> Result<Vec<u32>> {
+        let drafted = self.draft_cycle(session, sampler, token)?;
+        let start = Instant::now();
+        let mut logits = std::mem::take(&mut self.verify_logits);
+        let verified = session.verify(drafted.rows(), &mut self.verify_policy, counts, &mut logits);
+        let out = verified.map(|()| self.judge_cycle(session, sampler, drafted, &mut logits, start.elapsed().as_secs_f64()));
+        self.verify_logits = logits;
+        out
+    }
+
+    /// The first half of [`Speculator::cycle`]: drafts after `token`. The caller then feeds
+    /// [`Drafted::rows`] to the session in a verifying forward (`Session::verify`, or its rows
+    /// in a batched step) under [`Speculator::verify_policy`].
+    pub fn draft_cycle(&mut self, session: &mut Session, sampler: &mut Sampler, token: u32) -> Result<Drafted> {
         if !sampler.params().is_greedy() && self.length.is_timed() {
             // Sampled text must not depend on how fast the machine was (see `length`).
             self.length = DraftLength::untimed();
@@ -147,16 +178,32 @@ impl Speculator {
         // Verification needs a position for `token` and one per drafted token.
         let room = session.capacity().saturating_sub(n0 + 1);
         let draft = self.draft(session, sampler, token, room)?;
-        let drafted = Instant::now();
+        let rows = std::iter::once(token).chain(draft.tokens.iter().copied()).collect();
+        Ok(Drafted { rows, draft, n0, draft_secs: start.elapsed().as_secs_f64() })
+    }
 
-        let rows: Vec<u32> = std::iter::once(token).chain(draft.tokens.iter().copied()).collect();
-        session.verify(&rows, &mut Dense, counts, &mut self.verify_logits)?;
-        let verified = Instant::now();
+    /// The full model's policy for the verifying forward.
+    pub fn verify_policy(&mut self) -> &mut dyn SkipPolicy {
+        &mut self.verify_policy
+    }
 
-        let vocab = self.verify_logits.len() / rows.len();
+    /// The second half of [`Speculator::cycle`], once the session has been fed the draft's rows
+    /// and `logits` holds the logits after each, `[rows, vocab]`: keeps what the full model
+    /// accepts, rewinds the rest, and returns the accepted tokens followed by the full model's
+    /// next one. `verify_secs`: what the verifying forward took.
+    pub fn judge_cycle(
+        &mut self,
+        session: &mut Session,
+        sampler: &mut Sampler,
+        drafted: Drafted,
+        logits: &mut [f32],
+        verify_secs: f64,
+    ) -> Vec<u32> {
+        let Drafted { rows, draft, n0, draft_secs } = drafted;
+        let vocab = logits.len() / rows.len();
         let mut history = session.tokens()[..=n0].to_vec();
         let mut out = Vec::with_capacity(rows.len());
-        for (i, row) in self.verify_logits.chunks_exact_mut(vocab).enumerate() {
+        for (i, row) in logits.chunks_exact_mut(vocab).enumerate() {
             let p = sampler.distribution(row, &history);
             let Some(&d) = draft.tokens.get(i) else {
                 out.push(sampler.draw(&p));
@@ -177,7 +224,6 @@ impl Speculator {
         session.rewind(n0 + 1 + accepted);
 
         let k = draft.tokens.len();
-        let (draft_secs, verify_secs) = ((drafted - start).as_secs_f64(), (verified - drafted).as_secs_f64());
         self.stats.verified_rows += rows.len();
         self.stats.draft_secs += draft_secs;
         self.stats.verify_secs += verify_secs;
@@ -190,7 +236,7 @@ impl Speculator {
             self.stats.accepted += accepted;
             self.length.record_draft(draft.source, k, accepted, draft_secs, verify_secs);
         }
-        Ok(out)
+        out
     }
 
     /// Draft tokens after `token`, at most `room`: the n-gram continuation if the draft kind

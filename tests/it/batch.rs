@@ -4,7 +4,7 @@
 
 use ffnskip::model::{BlockCounts, Step};
 use ffnskip::sampling::argmax;
-use ffnskip::generate::{DecodeRow, Session};
+use ffnskip::generate::{Feed, Session};
 use ffnskip::skip::{PolicySpec, SkipPolicy};
 
 use crate::common::default_engine;
@@ -64,17 +64,17 @@ fn a_batched_step_equals_each_sequence_decoded_alone() {
             want.push(logits.clone());
         }
         let skipped_before: Vec<u64> = seqs.iter().map(|s| s.batched_counts.ffn.iter().sum()).collect();
-        let mut rows: Vec<DecodeRow> = seqs
+        let mut rows: Vec<Feed> = seqs
             .iter_mut()
             .filter(|s| s.steps.contains(&t))
-            .map(|s| DecodeRow {
+            .map(|s| Feed {
                 session: &mut s.batched,
-                token: s.next,
+                tokens: std::slice::from_ref(&s.next),
                 policy: s.batched_policy.as_mut(),
                 counts: &mut s.batched_counts,
             })
             .collect();
-        Session::decode_batch(model, &mut rows, &mut logits).unwrap();
+        Session::feed_batch(model, &mut rows, &mut logits).unwrap();
         drop(rows);
         let batch: Vec<&mut Seq> = seqs.iter_mut().filter(|s| s.steps.contains(&t)).collect();
         let ffn_runs: Vec<u64> = batch
@@ -115,4 +115,38 @@ fn a_multi_row_batch_rounded_step_cannot_share_a_forward() {
     assert!(err.to_string().contains("round its rows as decode steps"), "{err}");
     let err = model.forward_batch(&mut [], &mut Vec::new()).unwrap_err();
     assert!(err.to_string().contains("at least one sequence"), "{err}");
+}
+
+/// A speculative draft's rows verified in a batch beside other sequences' decode steps get the
+/// logits of `Session::verify` alone, bit for bit, and the same tokens in the cache.
+#[test]
+fn a_verify_feed_in_a_batch_equals_verifying_alone() {
+    let engine = default_engine();
+    let model = &engine.model;
+    let (n_layers, vocab) = (model.config.n_layers, model.config.vocab_size);
+    let prompt = engine.tokenizer.encode(PROMPTS[3]).unwrap();
+    let other = engine.tokenizer.encode(PROMPTS[0]).unwrap();
+    let draft = engine.tokenizer.encode(" named Tom who loved the sea").unwrap();
+    let mut counts = BlockCounts::new(n_layers);
+    let (mut logits, mut alone_logits) = (Vec::new(), Vec::new());
+    let mut prefilled = |p: &[u32]| {
+        let mut s = Session::new(model, Some(128)).unwrap();
+        s.prefill(p, &mut ffnskip::skip::Dense, &mut counts, &mut logits).unwrap();
+        s
+    };
+    let (mut alone, mut batched, mut neighbour) = (prefilled(&prompt), prefilled(&prompt), prefilled(&other));
+    alone.verify(&draft, &mut ffnskip::skip::Dense, &mut BlockCounts::new(n_layers), &mut alone_logits).unwrap();
+    let (mut p0, mut p1) = (ffnskip::skip::Dense, ffnskip::skip::Dense);
+    let (mut c0, mut c1) = (BlockCounts::new(n_layers), BlockCounts::new(n_layers));
+    let next = argmax(&logits);
+    let mut feeds = [
+        Feed { session: &mut neighbour, tokens: std::slice::from_ref(&next), policy: &mut p0, counts: &mut c0 },
+        Feed { session: &mut batched, tokens: &draft, policy: &mut p1, counts: &mut c1 },
+    ];
+    Session::feed_batch(model, &mut feeds, &mut logits).unwrap();
+    assert_eq!(logits.len(), (1 + draft.len()) * vocab, "one row for the decode feed, one per verified token");
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert!(bits(&logits[vocab..]) == bits(&alone_logits), "batched verify logits differ from verifying alone");
+    assert_eq!(batched.tokens(), alone.tokens());
+    assert_eq!(c1.ffn.iter().sum::<u64>(), (draft.len() * n_layers) as u64);
 }

@@ -333,8 +333,9 @@ fn serve_concurrent_greedy_requests_equal_the_cli() {
 
 #[test]
 fn serve_mixed_policies_in_one_batch_equal_the_cli() {
-    // Six requests on four slots, so two join the batch as others leave; whole-layer skipping,
-    // random skipping and speculation (which runs outside the batch) next to FFN skipping.
+    // Seven requests on four slots, so three join the batch as others leave; whole-layer
+    // skipping, random skipping and speculation (whose drafts are verified in the batch, the
+    // second with skip-policy drafts too) next to FFN skipping.
     concurrent_greedy_requests_equal_the_cli(&[
         ("completion", "Once upon a time, in a small village by the sea,", "layer-early-exit@0.15:warmup=2:tau=0.5"),
         ("chat", "Name three primary colours.", "random@0.3:warmup=2:seed=7"),
@@ -342,6 +343,7 @@ fn serve_mixed_policies_in_one_batch_equal_the_cli() {
         ("chat", "What is the capital of France?", "speculate:ngram"),
         ("completion", "In 1969, the first humans", "dense"),
         ("chat", "Write a haiku about rain.", "ffnskip@0.5:warmup=0"),
+        ("completion", "Red, green, blue. Red, green, blue. Red, green,", "speculate:ngram+ffnskip@0.5"),
     ]);
 }
 
