@@ -1,12 +1,12 @@
 //! Chat templates: the model's `tokenizer.chat_template` (a Jinja template written for Python's
 //! `jinja2`), rendered with minijinja plus the Python-compatibility helpers HF templates use.
 
-use minijinja::{context, Environment, ErrorKind};
-use serde::{Deserialize, Serialize};
-
 use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
+
+use minijinja::{context, Environment, ErrorKind};
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::model::GgufFile;

@@ -129,18 +129,18 @@ impl Generator {
         on_text: &mut dyn FnMut(&str),
     ) -> Result<Option<FinishReason>> {
         self.emit_next(session, tokenizer, decoder, on_text)?;
-        if self.pending.is_some() {
-            let model = session.model();
-            let mut logits = std::mem::take(&mut self.logits);
-            let start = Instant::now();
-            let (tokens, policy, counts) = self.feed_parts(decoder).expect("a pending feed");
-            let fed = Session::feed_batch(model, &mut [Feed { session: &mut *session, tokens, policy, counts }], &mut logits);
+        let model = session.model();
+        let mut logits = std::mem::take(&mut self.logits);
+        let start = Instant::now();
+        let mut fed = Ok(());
+        if let Some((tokens, policy, counts)) = self.feed_parts(decoder) {
+            fed = Session::feed_batch(model, &mut [Feed { session: &mut *session, tokens, policy, counts }], &mut logits);
             if fed.is_ok() {
                 self.accept_fed(session, decoder, &mut logits, start.elapsed().as_secs_f64());
             }
-            self.logits = logits;
-            fed?;
         }
+        self.logits = logits;
+        fed?;
         Ok(self.finish_reason)
     }
 
