@@ -27,24 +27,21 @@ def main():
     model = models.data[0].id
     check(bool(model), f"models.list names {model}")
 
-    chat = client.chat.completions.create(
-        model=model,
-        messages=[{"role": "user", "content": "What is the capital of France?"}],
-        max_tokens=8,
-        temperature=0,
-    )
+    def ask(**extra):
+        return client.chat.completions.create(
+            model=model,
+            messages=[{"role": "user", "content": "What is the capital of France?"}],
+            max_tokens=8,
+            temperature=0,
+            **extra,
+        )
+
+    chat = ask()
     text = chat.choices[0].message.content
     check(chat.choices[0].finish_reason in ("stop", "length"), "chat finish_reason")
     check(chat.usage.total_tokens == chat.usage.prompt_tokens + chat.usage.completion_tokens, "chat usage adds up")
 
-    stream = client.chat.completions.create(
-        model=model,
-        messages=[{"role": "user", "content": "What is the capital of France?"}],
-        max_tokens=8,
-        temperature=0,
-        stream=True,
-        stream_options={"include_usage": True},
-    )
+    stream = ask(stream=True, stream_options={"include_usage": True})
     pieces, usage = [], None
     for chunk in stream:
         if chunk.choices and chunk.choices[0].delta.content:
@@ -54,14 +51,7 @@ def main():
     check("".join(pieces) == text, "streamed chat equals the whole response")
     check(usage is not None and usage.completion_tokens == chat.usage.completion_tokens, "stream usage chunk")
 
-    with_logprobs = client.chat.completions.create(
-        model=model,
-        messages=[{"role": "user", "content": "What is the capital of France?"}],
-        max_tokens=8,
-        temperature=0,
-        logprobs=True,
-        top_logprobs=3,
-    )
+    with_logprobs = ask(logprobs=True, top_logprobs=3)
     content = with_logprobs.choices[0].logprobs.content
     check(len(content) == with_logprobs.usage.completion_tokens, "one logprobs entry per generated token")
     check(all(e.logprob <= 0 and len(e.top_logprobs) == 3 for e in content), "logprobs <= 0 with 3 alternatives")

@@ -73,7 +73,7 @@ impl Generator {
 
     /// The generation once `prefill` is done: samples the first token.
     pub fn prefilled(session: &Session, prefill: Prefill) -> Self {
-        let Prefill { prompt, opts, counts: prefill_counts, mut logits, cached, secs: prefill_secs, .. } = prefill;
+        let Prefill { prompt, opts, counts: prefill_counts, mut logits, start, secs: prefill_secs, .. } = prefill;
         let n_layers = session.model().config.n_layers;
         let mut queued_trace = TokenTrace::new(n_layers);
         queued_trace.record(&prefill_counts, TokenSource::Prefill, false);
@@ -92,7 +92,7 @@ impl Generator {
             decode_steps: 0,
             decode_rows: 0,
             prompt_tokens: prompt.len(),
-            prefilled_tokens: prompt.len() - cached.min(prompt.len() - 1),
+            prefilled_tokens: prompt.len() - start,
             prefill_secs,
             decode_start: Instant::now(),
             queue: VecDeque::from([first]),

@@ -77,8 +77,8 @@ pub struct Prefill {
     pieces: std::vec::IntoIter<Range<usize>>,
     pub(super) counts: BlockCounts,
     pub(super) logits: Vec<f32>,
-    /// Prompt tokens the cache already held.
-    pub(super) cached: usize,
+    /// Where the prefill starts: the prompt tokens before it were already in the cache.
+    pub(super) start: usize,
     pub(super) secs: f64,
 }
 
@@ -91,7 +91,6 @@ impl Prefill {
             // Accepted drafts are sampled inside the speculator, whose logits are not kept.
             return Err(Error::InvalidArgument("log-probabilities are not available with speculative decoding".into()));
         }
-        let cached = session.tokens().iter().zip(prompt).take_while(|(a, b)| a == b).count();
         let start = session.begin_prefill(prompt)?;
         Ok(Self {
             prompt: prompt.to_vec(),
@@ -99,7 +98,7 @@ impl Prefill {
             pieces: pieces(start, prompt.len(), piece).collect::<Vec<_>>().into_iter(),
             counts: BlockCounts::new(session.model().config.n_layers),
             logits: Vec::new(),
-            cached,
+            start,
             secs: 0.0,
         })
     }
