@@ -30,7 +30,15 @@ struct Driver {
 
 impl Drop for Driver {
     fn drop(&mut self) {
-        let _ = Command::new("kill").arg("-KILL").arg(format!("-{}", self.child.id())).status();
+        // The group's id is the driver's pid (`process_group(0)`). Not through the `kill` command:
+        // procps-ng 4.0.2's `kill -KILL -PID` signals every process (-1), which as root ends the
+        // whole machine's session.
+        if let Ok(group) = libc::pid_t::try_from(self.child.id()) {
+            if group > 1 {
+                // SAFETY: a plain system call; a negative id names exactly that process group.
+                unsafe { libc::kill(-group, libc::SIGKILL) };
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
