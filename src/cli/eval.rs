@@ -45,6 +45,10 @@ pub enum Task {
         /// Tokens prefilled at the start of each window.
         #[arg(long, default_value_t = 64)]
         prefill: usize,
+        /// Decode each policy alone and time it. By default a window's policies decode
+        /// together, a row each per forward step: the same results, faster, but no speeds.
+        #[arg(long)]
+        timed: bool,
     },
     /// MT-Bench first turns: ROUGE-L vs dense, identical share, collapse rate.
     Chat {
@@ -115,10 +119,10 @@ pub fn run(args: EvalArgs) -> Result<()> {
         Task::Factoid { limit, max_tokens, .. } => {
             eval::factoid::run(&cfg, &common.data, &FactoidOptions { limit: *limit, max_tokens: *max_tokens })?
         }
-        Task::Perplexity { windows, window, prefill, .. } => eval::perplexity::run(
+        Task::Perplexity { windows, window, prefill, timed, .. } => eval::perplexity::run(
             &cfg,
             &common.data,
-            &PerplexityOptions { windows: *windows, window: *window, prefill: *prefill },
+            &PerplexityOptions { windows: *windows, window: *window, prefill: *prefill, timed: *timed },
         )?,
         Task::Chat { limit, max_tokens, .. } => {
             eval::chat::run(&cfg, &common.data, &ChatOptions { limit: *limit, max_tokens: *max_tokens })?

@@ -86,7 +86,7 @@ pub fn bench_once(cfg: &EvalConfig, spec: &DecodeSpec, prompt: &[u32], tg: usize
     let run = DecodeRun {
         steps: steps as u64,
         rows: rows as u64,
-        secs: tg_secs,
+        secs: Some(tg_secs),
         counts: counts.all,
         post_warmup_steps: counts.post_warmup_steps as u64,
         post_warmup_counts: counts.post_warmup,

@@ -139,7 +139,8 @@ pub struct DecodeRun {
     pub steps: u64,
     /// Rows the decode forwards computed (more than `steps` when speculation rejected drafts).
     pub rows: u64,
-    pub secs: f64,
+    /// The decode time, when the run had its forward steps to itself.
+    pub secs: Option<f64>,
     pub counts: BlockCounts,
     pub post_warmup_steps: u64,
     pub post_warmup_counts: BlockCounts,
@@ -151,7 +152,7 @@ impl From<&Generation> for DecodeRun {
         Self {
             steps: g.decode_steps as u64,
             rows: g.decode_rows as u64,
-            secs: g.decode_secs,
+            secs: Some(g.decode_secs),
             counts: g.decode_counts.clone(),
             post_warmup_steps: g.post_warmup_steps as u64,
             post_warmup_counts: g.post_warmup_counts.clone(),
@@ -165,6 +166,8 @@ impl From<&Generation> for DecodeRun {
 pub struct Tally {
     pub n: usize,
     steps: u64,
+    /// Steps and time of the items timed alone.
+    timed_steps: u64,
     secs: f64,
     post_warmup_steps: u64,
     ffn_skipped: u64,
@@ -178,7 +181,10 @@ impl Tally {
     pub fn add(&mut self, c: &ItemCommon) {
         self.n += 1;
         self.steps += c.decode_steps;
-        self.secs += c.decode_secs;
+        if let Some(secs) = c.decode_secs {
+            self.timed_steps += c.decode_steps;
+            self.secs += secs;
+        }
         self.post_warmup_steps += c.post_warmup_steps;
         self.ffn_skipped += c.ffn_skipped;
         self.ffn_skipped_post_warmup += c.ffn_skipped_post_warmup;
@@ -207,7 +213,10 @@ impl Tally {
             "ffn_skip_ratio_post_warmup".into(),
             json!(ratio(self.ffn_skipped_post_warmup, self.post_warmup_steps * self.n_layers)),
         );
-        row.insert("decode_tok_s".into(), json!(if self.secs > 0.0 { self.steps as f64 / self.secs } else { 0.0 }));
+        // Left out when no item was timed alone: batched rows share their steps' time.
+        if self.timed_steps > 0 {
+            row.insert("decode_tok_s".into(), json!(if self.secs > 0.0 { self.timed_steps as f64 / self.secs } else { 0.0 }));
+        }
         if let Some(s) = &self.speculation {
             row.insert("acceptance_rate".into(), json!(ratio(s.accepted as u64, s.drafted as u64)));
             row.insert(

@@ -24,7 +24,9 @@ pub struct ItemCommon {
     pub policy: String,
     pub item: String,
     pub decode_steps: u64,
-    pub decode_secs: f64,
+    /// Decode time of this item alone; `None` when it shared its forward steps with other
+    /// policies' rows (a batched perplexity run), so that no time is its own.
+    pub decode_secs: Option<f64>,
     pub post_warmup_steps: u64,
     pub ffn_skipped: u64,
     pub ffn_skipped_post_warmup: u64,

@@ -2,6 +2,9 @@
 //! `prefill` tokens of a window are prefilled, every following token goes through the decode
 //! path one at a time with the policy active (warm-up counted from the first decoded position),
 //! and each next-token distribution is scored: PPL, mean KL(dense ‖ policy), top-1 agreement.
+//!
+//! The policies of a window decode side by side, one row each in every forward step (as the
+//! server batches its streams), unless the run is `timed`: then each decodes alone.
 
 use std::path::Path;
 use std::time::Instant;
@@ -14,7 +17,7 @@ use crate::eval::data::load_text;
 use crate::eval::metrics::{kl_divergence, log_softmax};
 use crate::eval::output::{read_items, ItemCommon, OutputDir};
 use crate::eval::{item_common, progress, write_summary, DecodeRun, EvalConfig, Tally};
-use crate::generate::{DecodeSpec, Session, WarmupSplit};
+use crate::generate::{DecodeSpec, Feed, Session, WarmupSplit};
 use crate::model::BlockCounts;
 use crate::sampling::argmax;
 
@@ -36,6 +39,39 @@ pub struct PerplexityOptions {
     pub windows: usize,
     pub window: usize,
     pub prefill: usize,
+    /// Decode each policy alone, timed. Otherwise a window's policies decode together, one row
+    /// each in every forward step: the same bits per row (rows of a shared step round as decode
+    /// steps), several times the throughput, but no policy's own speed.
+    pub timed: bool,
+}
+
+/// A window's scored predictions under one policy, summed.
+#[derive(Debug, Default)]
+struct Score {
+    nll: f64,
+    kl: f64,
+    top1_agree: u64,
+}
+
+/// Dense's next-token distribution at one position: the reference for every policy.
+struct Reference {
+    log_p: Vec<f64>,
+    top1: u32,
+}
+
+impl Reference {
+    fn of(logits: &[f32]) -> Self {
+        Self { log_p: log_softmax(logits), top1: argmax(logits) }
+    }
+}
+
+impl Score {
+    fn add(&mut self, reference: &Reference, logits: &[f32], next: u32) {
+        let log_q = log_softmax(logits);
+        self.nll -= log_q[next as usize];
+        self.kl += kl_divergence(&reference.log_p, &log_q);
+        self.top1_agree += u64::from(argmax(logits) == reference.top1);
+    }
 }
 
 pub fn run(cfg: &EvalConfig, data: &Path, opts: &PerplexityOptions) -> Result<Vec<Map<String, Value>>> {
@@ -56,7 +92,8 @@ pub fn run(cfg: &EvalConfig, data: &Path, opts: &PerplexityOptions) -> Result<Ve
         cfg.build_policy(spec)?;
     }
     let mut out = OutputDir::open(&cfg.out)?;
-    cfg.write_meta("perplexity", data, json!({ "windows": opts.windows, "window": opts.window, "prefill": opts.prefill }))?;
+    let extra = json!({ "windows": opts.windows, "window": opts.window, "prefill": opts.prefill, "timed": opts.timed });
+    cfg.write_meta("perplexity", data, extra)?;
     let bar = progress((cfg.policies.len() * windows.len()) as u64, "perplexity");
     for (w, window) in windows.iter().enumerate() {
         let id = w.to_string();
@@ -65,74 +102,123 @@ pub fn run(cfg: &EvalConfig, data: &Path, opts: &PerplexityOptions) -> Result<Ve
         if pending.is_empty() {
             continue;
         }
-        // The dense distributions (log-probabilities and top-1) are the reference for every
-        // policy of this window.
-        let dense_spec = DecodeSpec::dense();
-        let mut dense = Vec::new();
-        decode_window(cfg, &dense_spec, window, opts.prefill, |_, logits| {
-            dense.push((log_softmax(logits), argmax(logits)));
-        })?;
-        for spec in pending {
-            let (mut nll, mut kl, mut agree) = (0.0, 0.0, 0);
-            // Dense is run again like any policy: its KL to the reference pass being 0 checks
-            // that decoding is deterministic, not merely that a number equals itself.
-            let run = decode_window(cfg, spec, window, opts.prefill, |j, logits| {
-                let (lp, dense_top) = &dense[j];
-                let lq = log_softmax(logits);
-                nll -= lq[window[opts.prefill + j] as usize];
-                kl += kl_divergence(lp, &lq);
-                agree += u64::from(argmax(logits) == *dense_top);
-            })?;
-            let record = WindowItem {
+        let mut record = |spec: &DecodeSpec, score: Score, run: DecodeRun| {
+            let item = WindowItem {
                 common: item_common(spec, &id, &cfg.engine.model, &run),
-                tokens: dense.len() as u64,
-                nll,
-                kl,
-                top1_agree: agree,
+                tokens: run.steps + 1,
+                nll: score.nll,
+                kl: score.kl,
+                top1_agree: score.top1_agree,
             };
-            out.append(&record)?;
             bar.inc(1);
+            out.append(&item)
+        };
+        if opts.timed {
+            score_alone(cfg, &pending, window, opts.prefill, &mut record)?;
+        } else {
+            score_together(cfg, &pending, window, opts.prefill, &mut record)?;
         }
     }
     bar.finish_and_clear();
     summarize(&cfg.out, &cfg.policies.iter().map(|p| p.to_string()).collect::<Vec<_>>())
 }
 
-/// Prefills `window[..prefill]`, then decodes the rest one token at a time under `spec`, calling
-/// `score(j, logits)` with the distribution that predicts `window[prefill + j]`.
-fn decode_window(
+/// A reference pass of dense first, kept whole; then each policy decodes alone, timed.
+fn score_alone(
     cfg: &EvalConfig,
-    spec: &DecodeSpec,
+    specs: &[&DecodeSpec],
     window: &[u32],
     prefill: usize,
-    mut score: impl FnMut(usize, &[f32]),
-) -> Result<DecodeRun> {
+    record: &mut impl FnMut(&DecodeSpec, Score, DecodeRun) -> Result<()>,
+) -> Result<()> {
+    let mut reference = Vec::new();
+    decode_together(cfg, &[&DecodeSpec::dense()], window, prefill, |_, _, logits| reference.push(Reference::of(logits)))?;
+    for &spec in specs {
+        let mut score = Score::default();
+        // Dense is decoded again like any policy: its KL to the reference pass being 0 checks
+        // that decoding is deterministic, not merely that a number equals itself.
+        let mut runs = decode_together(cfg, &[spec], window, prefill, |_, j, logits| {
+            score.add(&reference[j], logits, window[prefill + j]);
+        })?;
+        record(spec, score, runs.remove(0))?;
+    }
+    Ok(())
+}
+
+/// Dense's reference row and one row per policy in every forward step. The reference row is
+/// a separate sequence from the dense policy's, so dense's KL of 0 still checks determinism.
+fn score_together(
+    cfg: &EvalConfig,
+    specs: &[&DecodeSpec],
+    window: &[u32],
+    prefill: usize,
+    record: &mut impl FnMut(&DecodeSpec, Score, DecodeRun) -> Result<()>,
+) -> Result<()> {
+    let dense = DecodeSpec::dense();
+    let rows: Vec<&DecodeSpec> = std::iter::once(&dense).chain(specs.iter().copied()).collect();
+    let mut scores: Vec<Score> = specs.iter().map(|_| Score::default()).collect();
+    let mut reference = None;
+    // Rows come in order at each position, the reference (row 0) first.
+    let runs = decode_together(cfg, &rows, window, prefill, |row, j, logits| match row {
+        0 => reference = Some(Reference::of(logits)),
+        _ => scores[row - 1].add(reference.as_ref().expect("row 0 comes first"), logits, window[prefill + j]),
+    })?;
+    for ((spec, score), mut run) in specs.iter().zip(scores).zip(runs.into_iter().skip(1)) {
+        run.secs = None;
+        record(spec, score, run)?;
+    }
+    Ok(())
+}
+
+/// Prefills `window[..prefill]` for each of `specs`, then decodes the rest one token at a time,
+/// every spec's row in one forward step, calling `score(row, j, logits)` in row order with the
+/// distribution that predicts `window[prefill + j]`. The runs are timed by the whole steps.
+fn decode_together(
+    cfg: &EvalConfig,
+    specs: &[&DecodeSpec],
+    window: &[u32],
+    prefill: usize,
+    mut score: impl FnMut(usize, usize, &[f32]),
+) -> Result<Vec<DecodeRun>> {
     let model = &cfg.engine.model;
-    let n_layers = model.config.n_layers;
-    let mut policy = cfg.build_policy(spec)?;
-    let mut session = Session::new(model, Some(window.len()))?;
-    let mut prefill_counts = BlockCounts::new(n_layers);
+    let (n_layers, vocab) = (model.config.n_layers, model.config.vocab_size);
+    let mut policies = specs.iter().map(|spec| cfg.build_policy(spec)).collect::<Result<Vec<_>>>()?;
+    let mut sessions = specs.iter().map(|_| Session::new(model, Some(window.len()))).collect::<Result<Vec<_>>>()?;
     let mut logits = Vec::new();
-    session.prefill(&window[..prefill], policy.as_mut(), &mut prefill_counts, &mut logits)?;
-    score(0, &logits);
-    let mut counts = WarmupSplit::new(n_layers);
+    for (row, (session, policy)) in sessions.iter_mut().zip(&mut policies).enumerate() {
+        session.prefill(&window[..prefill], policy.as_mut(), &mut BlockCounts::new(n_layers), &mut logits)?;
+        score(row, 0, &logits);
+    }
+    let mut counts: Vec<WarmupSplit> = specs.iter().map(|_| WarmupSplit::new(n_layers)).collect();
     let t0 = Instant::now();
-    let mut steps = 0u64;
-    for (j, &token) in window[prefill..window.len() - 1].iter().enumerate() {
-        steps += 1;
-        counts.decode(&mut session, token, policy.as_mut(), &mut logits)?;
-        score(j + 1, &logits);
+    let steps = window.len() - 1 - prefill;
+    for j in 0..steps {
+        let token = &window[prefill + j..][..1];
+        let mut feeds: Vec<Feed> = sessions
+            .iter_mut()
+            .zip(&mut policies)
+            .zip(&mut counts)
+            .map(|((session, policy), split)| Feed { session, tokens: token, policy: policy.as_mut(), counts: split.begin_step() })
+            .collect();
+        Session::feed_batch(model, &mut feeds, &mut logits)?;
+        for (row, (split, policy)) in counts.iter_mut().zip(&policies).enumerate() {
+            split.file_step(policy.as_ref());
+            score(row, j + 1, &logits[row * vocab..][..vocab]);
+        }
     }
     let secs = t0.elapsed().as_secs_f64();
-    Ok(DecodeRun {
-        steps,
-        rows: steps,
-        secs,
-        counts: counts.all,
-        post_warmup_steps: counts.post_warmup_steps as u64,
-        post_warmup_counts: counts.post_warmup,
-        speculation: None,
-    })
+    Ok(counts
+        .into_iter()
+        .map(|split| DecodeRun {
+            steps: steps as u64,
+            rows: steps as u64,
+            secs: Some(secs),
+            counts: split.all,
+            post_warmup_steps: split.post_warmup_steps as u64,
+            post_warmup_counts: split.post_warmup,
+            speculation: None,
+        })
+        .collect())
 }
 
 pub fn summarize(dir: &Path, policies: &[String]) -> Result<Vec<Map<String, Value>>> {

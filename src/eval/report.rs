@@ -94,17 +94,21 @@ pub fn run_section(run: &Run) -> String {
     s.push_str("\n|---|---|---|---|---|---|");
     cols.iter().for_each(|_| s.push_str("---|"));
     s.push('\n');
-    let dense_speed = run.rows.iter().find(|r| r["policy"] == "dense").map(|r| num(r, "decode_tok_s"));
+    // A run whose policies shared forward steps (batched perplexity) has no speeds.
+    let speed = |row: &Map<String, Value>| row.get("decode_tok_s").and_then(Value::as_f64);
+    let dense_speed = run.rows.iter().find(|r| r["policy"] == "dense").and_then(speed);
     for row in &run.rows {
-        let speed = num(row, "decode_tok_s");
+        let (tok_s, vs_dense) = match (speed(row), dense_speed) {
+            (Some(s), Some(d)) => (format!("{s:.1}"), format!("{:.3}×", s / d)),
+            (Some(s), None) => (format!("{s:.1}"), "–".to_string()),
+            (None, _) => ("–".to_string(), "–".to_string()),
+        };
         s.push_str(&format!(
-            "| {} | {} | {:.3} | {:.3} | {:.1} | {} |",
+            "| {} | {} | {:.3} | {:.3} | {tok_s} | {vs_dense} |",
             row["policy"].as_str().unwrap_or("?"),
             row["n"],
             num(row, "ffn_skip_ratio"),
             num(row, "ffn_skip_ratio_post_warmup"),
-            speed,
-            dense_speed.map_or("–".to_string(), |d| format!("{:.3}×", speed / d)),
         ));
         for (key, _, digits) in cols {
             s.push_str(&format!(" {:.*} |", *digits, num(row, key)));
@@ -155,6 +159,17 @@ mod tests {
         let s = run_section(&run());
         assert!(s.contains("| dense | 2 | 0.000 | 0.000 | 100.0 | 1.000× | 0.500 | 1.000 |"), "{s}");
         assert!(s.contains("| ffnskip@0.25 | 2 | 0.200 | 0.250 | 120.0 | 1.200× | 0.000 | 0.000 |"), "{s}");
+    }
+
+    #[test]
+    fn rows_without_a_speed_show_none() {
+        let mut run = run();
+        run.rows.iter_mut().for_each(|r| {
+            r.remove("decode_tok_s");
+        });
+        let s = run_section(&run);
+        assert!(s.contains("| dense | 2 | 0.000 | 0.000 | – | – | 0.500 | 1.000 |"), "{s}");
+        assert!(!s.contains("NaN"), "{s}");
     }
 
     #[test]

@@ -100,7 +100,7 @@ fn factoid_smoke() {
 #[test]
 fn perplexity_smoke_matches_a_perplexity_computed_here() {
     let dir = tempfile::tempdir().unwrap();
-    let opts = PerplexityOptions { windows: 1, window: 96, prefill: 32 };
+    let opts = PerplexityOptions { windows: 1, window: 96, prefill: 32, timed: true };
     let data = Path::new(DATA).join("text/wikitext2-valid.tokens.txt");
     let rows = eval::perplexity::run(&config(dir.path()), &data, &opts).unwrap();
     check_schema(dir.path(), &["ppl", "kl_vs_dense", "top1_agreement"], 1);
@@ -128,6 +128,44 @@ fn perplexity_smoke_matches_a_perplexity_computed_here() {
     let skip_ppl = rows[1]["ppl"].as_f64().unwrap();
     assert!(rows[1]["kl_vs_dense"].as_f64().unwrap() > 0.0 && skip_ppl != dense_ppl);
     assert!(rows[1]["top1_agreement"].as_f64().unwrap() < 1.0);
+}
+
+/// Policies decoding side by side, a row each per forward step, score exactly as each decoding
+/// alone: every item's sums and counts are equal to the bit; only the timed run has speeds.
+#[test]
+fn perplexity_of_policies_decoded_together_equals_each_alone() {
+    let specs = ["ffnskip@0.25:warmup=4", "ffnskip@0.1:warmup=4", "random@0.25", "fixed-start@0.25", "layer-early-exit@0.15"];
+    let data = Path::new(DATA).join("text/wikitext2-valid.tokens.txt");
+    let run = |timed: bool| {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(dir.path());
+        cfg.policies = eval::with_dense_first(specs.iter().map(|s| s.parse().unwrap()).collect());
+        let opts = PerplexityOptions { windows: 2, window: 80, prefill: 16, timed };
+        let rows = eval::perplexity::run(&cfg, &data, &opts).unwrap();
+        (dir, rows)
+    };
+    let ((alone, alone_rows), (together, together_rows)) = (run(true), run(false));
+    for policy in std::iter::once("dense").chain(specs) {
+        let (a, t) = (items(alone.path(), policy), items(together.path(), policy));
+        assert_eq!(a.len(), 2);
+        assert_eq!(t.len(), 2);
+        for (a, t) in a.iter().zip(&t) {
+            for key in ["item", "tokens", "nll", "kl", "top1_agree", "decode_steps", "post_warmup_steps", "ffn_skipped", "ffn_skipped_post_warmup"] {
+                assert_eq!(a[key], t[key], "{policy} {key}");
+            }
+            assert!(a["decode_secs"].as_f64().unwrap() > 0.0, "{a}");
+            assert!(t["decode_secs"].is_null(), "{t}");
+        }
+    }
+    assert_eq!(alone_rows.len(), together_rows.len());
+    for (a, t) in alone_rows.iter().zip(&together_rows) {
+        assert!(a["decode_tok_s"].as_f64().unwrap() > 0.0);
+        assert!(t.get("decode_tok_s").is_none(), "{t:?}");
+        assert_eq!(a["ppl"], t["ppl"]);
+    }
+    // Skipping moved something, so equal rows are not trivially equal.
+    assert!(together_rows[1]["kl_vs_dense"].as_f64().unwrap() > 0.0);
+    assert_eq!(together_rows[0]["kl_vs_dense"], 0.0);
 }
 
 #[test]
