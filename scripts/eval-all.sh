@@ -6,11 +6,15 @@
 #
 #   scripts/eval-all.sh [--model NAME] [--threads T] [--tasks perplexity,factoid,chat,code]
 #                       [--factoid N] [--windows N] [--chat N] [--code N] [--out DIR]
+#                       [--side-by-side]
 #
-# Results go to DIR (default docs/runs/MODEL/TASK).
+# Results go to DIR (default docs/runs/MODEL/TASK). Perplexity always decodes a window's
+# policies side by side (its speeds are not what it measures); --side-by-side does the same
+# for the generation tasks, whose decode speeds are then left out (measure them with
+# `ffnskip eval bench`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-model=smollm2-135m threads=2 tasks=perplexity,factoid,chat,code factoid=500 windows=40 chat=80 code=82 out=
+model=smollm2-135m threads=2 tasks=perplexity,factoid,chat,code factoid=500 windows=40 chat=80 code=82 out= together=()
 while [[ $# -gt 0 ]]; do
     case $1 in
         --model) model=$2; shift 2 ;;
@@ -21,6 +25,7 @@ while [[ $# -gt 0 ]]; do
         --chat) chat=$2; shift 2 ;;
         --code) code=$2; shift 2 ;;
         --out) out=$2; shift 2 ;;
+        --side-by-side) together=(--side-by-side); shift ;;
         *) echo "unknown flag $1" >&2; exit 2 ;;
     esac
 done
@@ -38,10 +43,10 @@ policies="dense,ffnskip@0.1,ffnskip@0.2,ffnskip@0.25,ffnskip@0.3,$per_layer,rand
 common=(--model "$model" --threads "$threads" --policies "$policies" --skip-config "$calibration")
 for task in ${tasks//,/ }; do
     case $task in
-        perplexity) "$bin" eval perplexity "${common[@]}" --data "$data/text/wikitext2-valid.tokens.txt" --windows "$windows" --out "$runs/perplexity" ;;
-        factoid) "$bin" eval factoid "${common[@]}" --data "$data/freebaseqa/dev.txt" --limit "$factoid" --out "$runs/factoid" ;;
-        chat) "$bin" eval chat "${common[@]}" --data "$data/mtbench/question.jsonl" --limit "$chat" --out "$runs/chat" ;;
-        code) "$bin" eval code "${common[@]}" --data "$data/humaneval/dev.jsonl" --limit "$code" --out "$runs/code" ;;
+        perplexity) "$bin" eval perplexity "${common[@]}" --side-by-side --data "$data/text/wikitext2-valid.tokens.txt" --windows "$windows" --out "$runs/perplexity" ;;
+        factoid) "$bin" eval factoid "${common[@]}" "${together[@]}" --data "$data/freebaseqa/dev.txt" --limit "$factoid" --out "$runs/factoid" ;;
+        chat) "$bin" eval chat "${common[@]}" "${together[@]}" --data "$data/mtbench/question.jsonl" --limit "$chat" --out "$runs/chat" ;;
+        code) "$bin" eval code "${common[@]}" "${together[@]}" --data "$data/humaneval/dev.jsonl" --limit "$code" --out "$runs/code" ;;
         *) echo "unknown task $task" >&2; exit 2 ;;
     esac
 done

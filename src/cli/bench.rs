@@ -54,6 +54,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         calibration: None,
         out: PathBuf::new(),
         command: std::env::args().collect::<Vec<_>>().join(" "),
+        side_by_side: false,
     };
     let rows = bench(&cfg, &tokens[..args.pp], args.tg, args.runs as usize)?;
     println!("machine: {}; threads: {}; command: {}", eval::machine(), args.model.threads_used(), cfg.command);

@@ -12,7 +12,7 @@ use crate::error::Result;
 use crate::eval::data::load_first_turns;
 use crate::eval::metrics::{ends_in_loop, rouge_l_f1};
 use crate::eval::output::{read_items, ItemCommon, OutputDir};
-use crate::eval::{item_common, progress, write_summary, DecodeRun, EvalConfig, Tally};
+use crate::eval::{item_common, progress, write_summary, EvalConfig, Tally};
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ChatItem {
@@ -35,15 +35,15 @@ pub fn run(cfg: &EvalConfig, data: &Path, opts: &ChatOptions) -> Result<Vec<Map<
     let total = cfg.policies.len() * turns.len();
     let bar = progress(total as u64, "chat");
     for (id, turn) in &turns {
+        let pending = out.pending(&cfg.policies, id);
+        bar.inc((cfg.policies.len() - pending.len()) as u64);
+        if pending.is_empty() {
+            continue;
+        }
         let prompt = cfg.chat_prompt(turn)?;
-        for spec in &cfg.policies {
-            if out.is_done(&spec.to_string(), id) {
-                bar.inc(1);
-                continue;
-            }
-            let gen = cfg.generate(spec, &prompt, opts.max_tokens)?;
+        for (spec, gen) in pending.iter().zip(cfg.generate_each(&pending, &prompt, opts.max_tokens, &[])?) {
             let record = ChatItem {
-                common: item_common(spec, id, &cfg.engine.model, &DecodeRun::from(&gen)),
+                common: item_common(spec, id, &cfg.engine.model, &cfg.decode_run(&gen)),
                 question_id: id.clone(),
                 collapsed: ends_in_loop(&gen.text),
                 output: gen.text,

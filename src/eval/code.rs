@@ -20,7 +20,7 @@ use crate::error::Result;
 use crate::eval::code_check::check;
 use crate::eval::data::load_code_problems;
 use crate::eval::output::{read_items, ItemCommon, OutputDir};
-use crate::eval::{item_common, progress, write_summary, DecodeRun, EvalConfig, Tally};
+use crate::eval::{item_common, progress, write_summary, EvalConfig, Tally};
 
 /// Text that ends a function body: a new top-level definition or statement.
 pub const STOPS: [&str; 5] = ["\ndef ", "\nclass ", "\nif ", "\nprint(", "\n#"];
@@ -50,16 +50,16 @@ pub fn run(cfg: &EvalConfig, data: &Path, opts: &CodeOptions) -> Result<Vec<Map<
     cfg.write_meta("code", data, extra)?;
     let bar = progress((cfg.policies.len() * problems.len()) as u64, "code");
     for problem in &problems {
+        let pending = out.pending(&cfg.policies, &problem.task_id);
+        bar.inc((cfg.policies.len() - pending.len()) as u64);
+        if pending.is_empty() {
+            continue;
+        }
         let prompt = cfg.engine.tokenizer.encode(&problem.prompt)?;
-        for spec in &cfg.policies {
-            if out.is_done(&spec.to_string(), &problem.task_id) {
-                bar.inc(1);
-                continue;
-            }
-            let gen = cfg.generate_until(spec, &prompt, opts.max_tokens, &STOPS)?;
+        for (spec, gen) in pending.iter().zip(cfg.generate_each(&pending, &prompt, opts.max_tokens, &STOPS)?) {
             let verdict = check(problem, &gen.text, opts.timeout)?;
             let record = CodeItem {
-                common: item_common(spec, &problem.task_id, &cfg.engine.model, &DecodeRun::from(&gen)),
+                common: item_common(spec, &problem.task_id, &cfg.engine.model, &cfg.decode_run(&gen)),
                 task_id: problem.task_id.clone(),
                 completion: gen.text,
                 passed: verdict.passed,

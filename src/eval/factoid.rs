@@ -12,7 +12,7 @@ use crate::error::Result;
 use crate::eval::data::load_factoids;
 use crate::eval::metrics::answer_is_correct;
 use crate::eval::output::{read_items, ItemCommon, OutputDir};
-use crate::eval::{item_common, progress, write_summary, DecodeRun, EvalConfig, Tally};
+use crate::eval::{item_common, progress, write_summary, EvalConfig, Tally};
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct FactoidItem {
@@ -35,15 +35,16 @@ pub fn run(cfg: &EvalConfig, data: &Path, opts: &FactoidOptions) -> Result<Vec<M
     cfg.write_meta("factoid", data, json!({ "limit": opts.limit, "max_tokens": opts.max_tokens }))?;
     let bar = progress((cfg.policies.len() * items.len()) as u64, "factoid");
     for (i, item) in items.iter().enumerate() {
+        let id = i.to_string();
+        let pending = out.pending(&cfg.policies, &id);
+        bar.inc((cfg.policies.len() - pending.len()) as u64);
+        if pending.is_empty() {
+            continue;
+        }
         let prompt = cfg.chat_prompt(&format!("{} Answer with a few words.", item.question))?;
-        for spec in &cfg.policies {
-            if out.is_done(&spec.to_string(), &i.to_string()) {
-                bar.inc(1);
-                continue;
-            }
-            let gen = cfg.generate(spec, &prompt, opts.max_tokens)?;
+        for (spec, gen) in pending.iter().zip(cfg.generate_each(&pending, &prompt, opts.max_tokens, &[])?) {
             let record = FactoidItem {
-                common: item_common(spec, &i.to_string(), &cfg.engine.model, &DecodeRun::from(&gen)),
+                common: item_common(spec, &id, &cfg.engine.model, &cfg.decode_run(&gen)),
                 question: item.question.clone(),
                 answer: item.answer.clone(),
                 correct: answer_is_correct(&item.answer, &gen.text),

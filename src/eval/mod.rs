@@ -19,7 +19,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Map, Value};
 
 use crate::error::Result;
-use crate::generate::{generate, DecodeSpec, Decoder, GenerateOptions, Generation, Session};
+use crate::generate::{generate, generate_together, DecodeSpec, Decoder, GenerateOptions, Generation, Session};
 use crate::model::{BlockCounts, Llama};
 use crate::skip::{Calibration, SkipPolicy};
 use crate::speculate::SpecStats;
@@ -36,6 +36,10 @@ pub struct EvalConfig<'e> {
     pub out: PathBuf,
     /// The command line, recorded in `meta.json`.
     pub command: String,
+    /// Decode an item's policies side by side, a row each in every forward step (as the
+    /// server batches its streams): the same outputs as each alone, more throughput, but no
+    /// policy's own speed. Otherwise each decodes alone and is timed.
+    pub side_by_side: bool,
 }
 
 impl EvalConfig<'_> {
@@ -54,25 +58,37 @@ impl EvalConfig<'_> {
         spec.build(self.engine.model.config.n_layers, self.calibration.as_ref())
     }
 
-    /// Greedy generation of `max_tokens` for a fresh sequence under `spec`.
-    pub fn generate(&self, spec: &DecodeSpec, prompt: &[u32], max_tokens: usize) -> Result<Generation> {
-        self.generate_until(spec, prompt, max_tokens, &[])
-    }
-
-    /// [`EvalConfig::generate`] that also stops at any of `stops` (left out of the text).
-    pub fn generate_until(
+    /// Greedy generations of `max_tokens` for a fresh sequence under each of `specs`, each
+    /// also stopping at any of `stops` (left out of the text): each alone, or all side by side.
+    pub fn generate_each(
         &self,
-        spec: &DecodeSpec,
+        specs: &[&DecodeSpec],
         prompt: &[u32],
         max_tokens: usize,
         stops: &[&str],
-    ) -> Result<Generation> {
-        let mut decoder = self.build_decoder(spec)?;
-        let context = (prompt.len() + max_tokens + 1).min(self.engine.model.config.context_len);
-        let mut session = Session::new(&self.engine.model, Some(context))?;
+    ) -> Result<Vec<Generation>> {
+        let (model, tokenizer) = (&self.engine.model, &self.engine.tokenizer);
+        let mut decoders = specs.iter().map(|spec| self.build_decoder(spec)).collect::<Result<Vec<_>>>()?;
+        let context = (prompt.len() + max_tokens + 1).min(model.config.context_len);
         let stop_strings = stops.iter().map(|s| s.to_string()).collect();
         let opts = GenerateOptions { max_tokens, stop_strings, ..Default::default() };
-        generate(&mut session, &self.engine.tokenizer, prompt, &opts, &mut decoder, &mut |_| {})
+        if self.side_by_side {
+            return generate_together(model, tokenizer, prompt, &opts, &mut decoders, context);
+        }
+        let mut each = |decoder: &mut Decoder| {
+            let mut session = Session::new(model, Some(context))?;
+            generate(&mut session, tokenizer, prompt, &opts, decoder, &mut |_| {})
+        };
+        decoders.iter_mut().map(&mut each).collect()
+    }
+
+    /// A generation's decode statistics, timed only when it ran alone.
+    pub fn decode_run(&self, generation: &Generation) -> DecodeRun {
+        let mut run = DecodeRun::from(generation);
+        if self.side_by_side {
+            run.secs = None;
+        }
+        run
     }
 
     /// The chat template applied to one user turn, tokenised.
@@ -91,6 +107,7 @@ impl EvalConfig<'_> {
             "command": self.command,
             "machine": machine(),
             "policies": self.policies.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+            "side_by_side": self.side_by_side,
         });
         if let (Some(m), Value::Object(e)) = (meta.as_object_mut(), extra) {
             m.extend(e);

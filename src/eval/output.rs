@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::generate::DecodeSpec;
 use crate::speculate::SpecStats;
 
 pub struct OutputDir {
@@ -59,8 +60,9 @@ impl OutputDir {
         Ok(Self { dir: dir.to_path_buf(), items, done })
     }
 
-    pub fn is_done(&self, policy: &str, item: &str) -> bool {
-        self.done.contains(&(policy.to_string(), item.to_string()))
+    /// The specs among `specs` whose line for `item` is not written yet, in order.
+    pub fn pending<'s>(&self, specs: &'s [DecodeSpec], item: &str) -> Vec<&'s DecodeSpec> {
+        specs.iter().filter(|spec| !self.done.contains(&(spec.to_string(), item.to_string()))).collect()
     }
 
     pub fn append<T: Serialize>(&mut self, record: &T) -> Result<()> {

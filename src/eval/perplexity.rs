@@ -3,8 +3,8 @@
 //! path one at a time with the policy active (warm-up counted from the first decoded position),
 //! and each next-token distribution is scored: PPL, mean KL(dense ‖ policy), top-1 agreement.
 //!
-//! The policies of a window decode side by side, one row each in every forward step (as the
-//! server batches its streams), unless the run is `timed`: then each decodes alone.
+//! With [`EvalConfig::side_by_side`] the policies of a window decode together, one row each in
+//! every forward step; otherwise each decodes alone, timed.
 
 use std::path::Path;
 use std::time::Instant;
@@ -39,10 +39,6 @@ pub struct PerplexityOptions {
     pub windows: usize,
     pub window: usize,
     pub prefill: usize,
-    /// Decode each policy alone, timed. Otherwise a window's policies decode together, one row
-    /// each in every forward step: the same bits per row (rows of a shared step round as decode
-    /// steps), several times the throughput, but no policy's own speed.
-    pub timed: bool,
 }
 
 /// A window's scored predictions under one policy, summed.
@@ -92,12 +88,12 @@ pub fn run(cfg: &EvalConfig, data: &Path, opts: &PerplexityOptions) -> Result<Ve
         cfg.build_policy(spec)?;
     }
     let mut out = OutputDir::open(&cfg.out)?;
-    let extra = json!({ "windows": opts.windows, "window": opts.window, "prefill": opts.prefill, "timed": opts.timed });
+    let extra = json!({ "windows": opts.windows, "window": opts.window, "prefill": opts.prefill });
     cfg.write_meta("perplexity", data, extra)?;
     let bar = progress((cfg.policies.len() * windows.len()) as u64, "perplexity");
     for (w, window) in windows.iter().enumerate() {
         let id = w.to_string();
-        let pending: Vec<&DecodeSpec> = cfg.policies.iter().filter(|p| !out.is_done(&p.to_string(), &id)).collect();
+        let pending = out.pending(&cfg.policies, &id);
         bar.inc((cfg.policies.len() - pending.len()) as u64);
         if pending.is_empty() {
             continue;
@@ -113,10 +109,10 @@ pub fn run(cfg: &EvalConfig, data: &Path, opts: &PerplexityOptions) -> Result<Ve
             bar.inc(1);
             out.append(&item)
         };
-        if opts.timed {
-            score_alone(cfg, &pending, window, opts.prefill, &mut record)?;
-        } else {
+        if cfg.side_by_side {
             score_together(cfg, &pending, window, opts.prefill, &mut record)?;
+        } else {
+            score_alone(cfg, &pending, window, opts.prefill, &mut record)?;
         }
     }
     bar.finish_and_clear();

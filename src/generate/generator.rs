@@ -1,9 +1,9 @@
 //! One generation as a state machine: `start` prefills, each `step` emits one token (feeding
 //! the model when no accepted draft is queued), `finish` gives the statistics. The CLI runs the
-//! steps in one loop. The server splits a step in three: `emit_next` emits the token and leaves
-//! what to feed pending (the token, or a speculative decoder's token and draft), the engine
-//! feeds the pending tokens of several generations in one batched forward, and `accept_fed`
-//! chooses each one's next tokens from its logits.
+//! steps in one loop. The server (and the side-by-side evaluation) split a step in two:
+//! `emit_next` emits the token and leaves what to feed pending (the token, or a speculative
+//! decoder's token and draft), then `feed_together` feeds the pending tokens of several
+//! generations in one batched forward and lets each choose its next tokens from its logits.
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -16,7 +16,7 @@ use super::{
     WarmupSplit,
 };
 use crate::error::Result;
-use crate::model::BlockCounts;
+use crate::model::{BlockCounts, Llama};
 use crate::sampling::Sampler;
 use crate::skip::SkipPolicy;
 use crate::speculate::Drafted;
@@ -60,7 +60,14 @@ enum Pending {
 }
 
 /// A pending feed's tokens, the policy they run under and the counts they fill.
-pub type FeedParts<'g> = (&'g [u32], &'g mut dyn SkipPolicy, &'g mut BlockCounts);
+type FeedParts<'g> = (&'g [u32], &'g mut dyn SkipPolicy, &'g mut BlockCounts);
+
+/// A generation's part in a forward it shares with others ([`Generator::feed_together`]).
+pub struct Member<'a, 'm> {
+    pub generator: &'a mut Generator,
+    pub decoder: &'a mut Decoder,
+    pub session: &'a mut Session<'m>,
+}
 
 impl Generator {
     /// Prefills `prompt` (reusing what the session's cache already holds) and samples the
@@ -131,17 +138,42 @@ impl Generator {
         self.emit_next(session, tokenizer, decoder, on_text)?;
         let model = session.model();
         let mut logits = std::mem::take(&mut self.logits);
-        let start = Instant::now();
-        let mut fed = Ok(());
-        if let Some((tokens, policy, counts)) = self.feed_parts(decoder) {
-            fed = Session::feed_batch(model, &mut [Feed { session: &mut *session, tokens, policy, counts }], &mut logits);
-            if fed.is_ok() {
-                self.accept_fed(session, decoder, &mut logits, start.elapsed().as_secs_f64());
-            }
-        }
+        let (_, fed) = Generator::feed_together(model, &mut [Member { generator: self, decoder, session }], &mut logits);
         self.logits = logits;
         fed?;
         Ok(self.finish_reason)
+    }
+
+    /// Feeds what each of `members` has pending (after [`Generator::emit_next`]) in one
+    /// forward, and lets each choose its next tokens from its rows of the logits. Returns the
+    /// indices of the members fed, and the forward's result (on an error none of them accepted
+    /// anything).
+    pub fn feed_together(model: &Llama, members: &mut [Member], logits: &mut Vec<f32>) -> (Vec<usize>, Result<()>) {
+        let (mut feeds, mut fed) = (Vec::new(), Vec::new());
+        for (i, m) in members.iter_mut().enumerate() {
+            if let Some((tokens, policy, counts)) = m.generator.feed_parts(m.decoder) {
+                fed.push((i, tokens.len()));
+                feeds.push(Feed { session: &mut *m.session, tokens, policy, counts });
+            }
+        }
+        if feeds.is_empty() {
+            return (Vec::new(), Ok(()));
+        }
+        let start = Instant::now();
+        let result = Session::feed_batch(model, &mut feeds, logits);
+        let secs = start.elapsed().as_secs_f64();
+        drop(feeds);
+        if result.is_ok() {
+            let vocab = model.config.vocab_size;
+            let mut rows = logits.as_mut_slice();
+            for &(i, n) in &fed {
+                let (mine, rest) = rows.split_at_mut(n * vocab);
+                rows = rest;
+                let m = &mut members[i];
+                m.generator.accept_fed(m.session, m.decoder, mine, secs);
+            }
+        }
+        (fed.into_iter().map(|(i, _)| i).collect(), result)
     }
 
     /// The first half of [`Generator::step`]: emits the next token and, when the queue is
@@ -176,7 +208,7 @@ impl Generator {
 
     /// What to feed before the next token can be chosen, with the policy it runs under (the
     /// full model's, for a speculative draft) and the counts it fills; `None` when nothing is.
-    pub fn feed_parts<'g>(&'g mut self, decoder: &'g mut Decoder) -> Option<FeedParts<'g>> {
+    fn feed_parts<'g>(&'g mut self, decoder: &'g mut Decoder) -> Option<FeedParts<'g>> {
         match (&self.pending, decoder) {
             (Some(Pending::Decode(token)), Decoder::Stepwise(policy)) => {
                 Some((std::slice::from_ref(token), policy.as_mut(), self.counts.begin_step()))
@@ -192,7 +224,7 @@ impl Generator {
     /// The second half of [`Generator::step`], once the pending feed went through the model
     /// (in `forward_secs`) and `logits` holds the logits after each of its tokens: chooses the
     /// next token, or the accepted part of a speculative draft and the full model's next token.
-    pub fn accept_fed(&mut self, session: &mut Session, decoder: &mut Decoder, logits: &mut [f32], forward_secs: f64) {
+    fn accept_fed(&mut self, session: &mut Session, decoder: &mut Decoder, logits: &mut [f32], forward_secs: f64) {
         match (self.pending.take(), decoder) {
             (Some(Pending::Decode(_)), Decoder::Stepwise(policy)) => {
                 self.counts.file_step(policy.as_ref());

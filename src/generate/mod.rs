@@ -14,7 +14,7 @@ mod warmup_split;
 use serde::Serialize;
 
 pub use decoder::{DecodeSpec, Decoder};
-pub use generator::Generator;
+pub use generator::{Generator, Member};
 pub use logprobs::{TokenLogprob, MAX_TOP_LOGPROBS};
 pub use prefill::{check_piece, piece_rows, pieces, Prefill};
 pub use session::{Feed, Session, PREFILL_CHUNK};
@@ -24,7 +24,7 @@ pub use trace::{LayerRun, TokenSource, TokenTrace};
 pub use warmup_split::WarmupSplit;
 
 use crate::error::Result;
-use crate::model::BlockCounts;
+use crate::model::{BlockCounts, Llama};
 use crate::sampling::SamplingParams;
 use crate::speculate::SpecStats;
 use crate::tokenizer::Tokenizer;
@@ -111,4 +111,45 @@ pub fn generate(
     let mut generator = Generator::start(session, prompt, opts, decoder)?;
     while generator.step(session, tokenizer, decoder, on_text)?.is_none() {}
     Ok(generator.finish(decoder))
+}
+
+/// Continuations of `prompt` under each of `decoders`, each in a fresh session of `context`
+/// tokens, decoded side by side: every round emits each generation's next token, then feeds
+/// what they have pending in one forward. Each gets exactly the tokens it would get alone (the
+/// rows of a shared step round as decode steps); none gets a time of its own.
+pub fn generate_together(
+    model: &Llama,
+    tokenizer: &Tokenizer,
+    prompt: &[u32],
+    opts: &GenerateOptions,
+    decoders: &mut [Decoder],
+    context: usize,
+) -> Result<Vec<Generation>> {
+    let mut sessions = decoders.iter().map(|_| Session::new(model, Some(context))).collect::<Result<Vec<_>>>()?;
+    let mut generators = sessions
+        .iter_mut()
+        .zip(decoders.iter_mut())
+        .map(|(session, decoder)| Generator::start(session, prompt, opts, decoder).map(Some))
+        .collect::<Result<Vec<_>>>()?;
+    let mut done: Vec<Option<Generation>> = decoders.iter().map(|_| None).collect();
+    let mut logits = Vec::new();
+    loop {
+        for (i, slot) in generators.iter_mut().enumerate() {
+            let Some(generator) = slot else { continue };
+            if generator.emit_next(&mut sessions[i], tokenizer, &mut decoders[i], &mut |_| {})?.is_some() {
+                done[i] = slot.take().map(|g| g.finish(&mut decoders[i]));
+            }
+        }
+        let mut members: Vec<Member> = generators
+            .iter_mut()
+            .zip(sessions.iter_mut())
+            .zip(decoders.iter_mut())
+            .filter_map(|((slot, session), decoder)| slot.as_mut().map(|generator| Member { generator, decoder, session }))
+            .collect();
+        if members.is_empty() {
+            break;
+        }
+        Generator::feed_together(model, &mut members, &mut logits).1?;
+    }
+    Ok(done.into_iter().map(|g| g.expect("a generation leaves the loop only when finished")).collect())
 }

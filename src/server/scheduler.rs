@@ -19,7 +19,7 @@ use super::logprobs::Entry;
 use super::metrics::Metrics;
 use super::Loaded;
 use crate::error::Result;
-use crate::generate::{Decoder, Feed, FinishReason, GenerateOptions, Generator, Prefill, Session, SkipStats};
+use crate::generate::{Decoder, FinishReason, GenerateOptions, Generator, Member, Prefill, Session, SkipStats};
 use crate::model::Llama;
 
 /// How often the decode throughput gauge is refreshed.
@@ -224,37 +224,23 @@ impl<'m> Engine<'m> {
     /// the logits.
     fn feed_batch(&mut self) {
         let mut sessions: Vec<Option<&mut Session<'m>>> = self.sessions.iter_mut().map(Some).collect();
-        let (mut feeds, mut fed) = (Vec::new(), Vec::new());
-        for (i, r) in self.running.iter_mut().enumerate() {
-            let Some((tokens, policy, counts)) = r.generator.feed_parts(&mut r.decoder) else {
-                continue;
-            };
-            let session = sessions[r.slot].take().expect("one running job per slot");
-            fed.push((i, tokens.len()));
-            feeds.push(Feed { session, tokens, policy, counts });
-        }
-        if feeds.is_empty() {
-            return;
-        }
-        let start = Instant::now();
-        let result = Session::feed_batch(self.model, &mut feeds, &mut self.logits);
-        let secs = start.elapsed().as_secs_f64();
-        drop(feeds);
+        let mut members: Vec<Member> = self
+            .running
+            .iter_mut()
+            .map(|r| Member {
+                generator: &mut r.generator,
+                decoder: &mut r.decoder,
+                session: sessions[r.slot].take().expect("one running job per slot"),
+            })
+            .collect();
+        let (fed, result) = Generator::feed_together(self.model, &mut members, &mut self.logits);
+        drop(members);
         if let Err(e) = result {
             // Highest index first: `release` moves the last job into the freed place.
-            for &(i, _) in fed.iter().rev() {
+            for &i in fed.iter().rev() {
                 let r = self.release(i);
                 let _ = r.job.events.send(Event::Failed(e.to_string()));
             }
-            return;
-        }
-        let vocab = self.model.config.vocab_size;
-        let mut rows = self.logits.as_mut_slice();
-        for &(i, n) in &fed {
-            let (logits, rest) = rows.split_at_mut(n * vocab);
-            rows = rest;
-            let r = &mut self.running[i];
-            r.generator.accept_fed(&mut self.sessions[r.slot], &mut r.decoder, logits, secs);
         }
     }
 

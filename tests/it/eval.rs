@@ -30,6 +30,7 @@ fn config(out: &Path) -> EvalConfig<'static> {
         calibration: None,
         out: out.to_path_buf(),
         command: "test".into(),
+        side_by_side: false,
     }
 }
 
@@ -100,7 +101,7 @@ fn factoid_smoke() {
 #[test]
 fn perplexity_smoke_matches_a_perplexity_computed_here() {
     let dir = tempfile::tempdir().unwrap();
-    let opts = PerplexityOptions { windows: 1, window: 96, prefill: 32, timed: true };
+    let opts = PerplexityOptions { windows: 1, window: 96, prefill: 32 };
     let data = Path::new(DATA).join("text/wikitext2-valid.tokens.txt");
     let rows = eval::perplexity::run(&config(dir.path()), &data, &opts).unwrap();
     check_schema(dir.path(), &["ppl", "kl_vs_dense", "top1_agreement"], 1);
@@ -136,15 +137,16 @@ fn perplexity_smoke_matches_a_perplexity_computed_here() {
 fn perplexity_of_policies_decoded_together_equals_each_alone() {
     let specs = ["ffnskip@0.25:warmup=4", "ffnskip@0.1:warmup=4", "random@0.25", "fixed-start@0.25", "layer-early-exit@0.15"];
     let data = Path::new(DATA).join("text/wikitext2-valid.tokens.txt");
-    let run = |timed: bool| {
+    let run = |side_by_side: bool| {
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = config(dir.path());
         cfg.policies = eval::with_dense_first(specs.iter().map(|s| s.parse().unwrap()).collect());
-        let opts = PerplexityOptions { windows: 2, window: 80, prefill: 16, timed };
+        cfg.side_by_side = side_by_side;
+        let opts = PerplexityOptions { windows: 2, window: 80, prefill: 16 };
         let rows = eval::perplexity::run(&cfg, &data, &opts).unwrap();
         (dir, rows)
     };
-    let ((alone, alone_rows), (together, together_rows)) = (run(true), run(false));
+    let ((alone, alone_rows), (together, together_rows)) = (run(false), run(true));
     for policy in std::iter::once("dense").chain(specs) {
         let (a, t) = (items(alone.path(), policy), items(together.path(), policy));
         assert_eq!(a.len(), 2);
@@ -166,6 +168,45 @@ fn perplexity_of_policies_decoded_together_equals_each_alone() {
     // Skipping moved something, so equal rows are not trivially equal.
     assert!(together_rows[1]["kl_vs_dense"].as_f64().unwrap() > 0.0);
     assert_eq!(together_rows[0]["kl_vs_dense"], 0.0);
+}
+
+/// Generations side by side, a row each per forward step, give each policy exactly its output
+/// alone, stochastic and speculative decoders included (speculation's draft lengths follow its
+/// timings, so only its output and steps are compared).
+#[test]
+fn chat_side_by_side_equals_each_alone() {
+    let specs = ["ffnskip@0.25:warmup=4", "random@0.25", "layer-early-exit@0.15", "speculate:ngram", "speculate:ffnskip@0.5:warmup=0"];
+    let data = Path::new(DATA).join("mtbench/question.jsonl");
+    let run = |side_by_side: bool| {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(dir.path());
+        cfg.policies = eval::with_dense_first(specs.iter().map(|s| s.parse().unwrap()).collect());
+        cfg.side_by_side = side_by_side;
+        let rows = eval::chat::run(&cfg, &data, &ChatOptions { limit: 3, max_tokens: 48 }).unwrap();
+        (dir, rows)
+    };
+    let ((alone, alone_rows), (together, together_rows)) = (run(false), run(true));
+    for policy in std::iter::once("dense").chain(specs) {
+        let (a, t) = (items(alone.path(), policy), items(together.path(), policy));
+        assert_eq!((a.len(), t.len()), (3, 3), "{policy}");
+        let keys: &[&str] = if policy.starts_with("speculate:") {
+            &["item", "output", "decode_steps"]
+        } else {
+            &["item", "output", "decode_steps", "post_warmup_steps", "ffn_skipped", "ffn_skipped_post_warmup"]
+        };
+        for (a, t) in a.iter().zip(&t) {
+            keys.iter().for_each(|&key| assert_eq!(a[key], t[key], "{policy} {key}"));
+            assert!(a["decode_secs"].as_f64().unwrap() > 0.0, "{a}");
+            assert!(t["decode_secs"].is_null(), "{t}");
+        }
+    }
+    for (a, t) in alone_rows.iter().zip(&together_rows) {
+        assert!(a["decode_tok_s"].as_f64().unwrap() > 0.0);
+        assert!(t.get("decode_tok_s").is_none(), "{t:?}");
+        assert_eq!(a["rougeL_vs_dense"], t["rougeL_vs_dense"]);
+    }
+    // The skip policies changed some output, so equal outputs are not all dense's.
+    assert!(together_rows.iter().any(|r| r["identical_to_dense"].as_f64().unwrap() < 1.0));
 }
 
 #[test]
