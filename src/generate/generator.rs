@@ -177,7 +177,7 @@ impl Generator {
     }
 
     /// The first half of [`Generator::step`]: emits the next token and, when the queue is
-    /// empty, leaves what to feed in [`Generator::feed_parts`] (a speculative decoder drafts
+    /// empty, leaves what to feed pending for [`Generator::feed_together`] (a speculative decoder drafts
     /// here, with its own forwards when the draft is the skip policy's). Returns the finish
     /// reason once the generation has ended.
     pub fn emit_next(
