@@ -177,9 +177,9 @@ impl Generator {
     }
 
     /// The first half of [`Generator::step`]: emits the next token and, when the queue is
-    /// empty, leaves what to feed pending for [`Generator::feed_together`] (a speculative decoder drafts
-    /// here, with its own forwards when the draft is the skip policy's). Returns the finish
-    /// reason once the generation has ended.
+    /// empty, leaves what to feed pending for [`Generator::feed_together`] (a speculative
+    /// decoder drafts here, with its own forwards when the draft is the skip policy's).
+    /// Returns the finish reason once the generation has ended.
     pub fn emit_next(
         &mut self,
         session: &mut Session,
