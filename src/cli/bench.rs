@@ -6,6 +6,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use ffnskip::eval::bench::{bench, table};
 use ffnskip::eval::{self, data, EvalConfig};
+use ffnskip::profile::SkipConfig;
 
 use super::common::{parse_policies, ModelArgs};
 
@@ -35,6 +36,10 @@ pub struct BenchArgs {
     /// Write the rows as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Skip config from `ffnskip calibrate` (its calibration feeds `static`, `layer-drop` and
+    /// `tau=per-layer`).
+    #[arg(long)]
+    pub skip_config: Option<PathBuf>,
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
@@ -42,6 +47,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if args.pp == 0 || args.tg == 0 {
         bail!("--pp and --tg must be at least 1");
     }
+    let calibration = args.skip_config.as_deref().map(SkipConfig::load).transpose()?.map(|c| c.calibration);
     let engine = args.model.load()?;
     let text = data::load_text(&args.text)?;
     let tokens = engine.tokenizer.encode(&text)?;
@@ -51,7 +57,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let cfg = EvalConfig {
         engine: &engine,
         policies: eval::with_dense_first(policies),
-        calibration: None,
+        calibration,
         out: PathBuf::new(),
         command: std::env::args().collect::<Vec<_>>().join(" "),
         side_by_side: false,

@@ -141,9 +141,18 @@ fn calibrate_per_layer_writes_each_layers_threshold() {
     let s = read_json(&stats);
     assert_eq!(s["policy"], policy);
     assert!(f(&s["ffn_skip_ratio_post_warmup"]) > 0.0, "{s}");
+    // `bench` takes the same config for the policies that need its calibration.
+    let rows = dir.path().join("bench.json");
+    let bench = ["bench", "--policies", "ffnskip@0.2:tau=per-layer,static@0.2", "--runs", "1", "--pp", "16", "--tg", "40"];
+    let out = ffnskip(&[&bench[..], &["--skip-config", config.to_str().unwrap(), "--json", rows.to_str().unwrap()]].concat());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows = read_json(&rows);
+    assert_eq!(rows[1]["policy"], "ffnskip@0.2:tau=per-layer");
+    assert!(f(&rows[1]["ffn_skip_ratio_post_warmup"]) > 0.0 && f(&rows[2]["ffn_skip_ratio_post_warmup"]) > 0.0, "{rows}");
     // Without the config there are no thresholds to test against.
     let out = ffnskip(&["generate", "--prompt", "x", "-n", "2", "--policy", "ffnskip@0.2:tau=per-layer"]);
     assert_clean_failure(&out, "needs a calibration with per-layer thresholds");
+    assert_clean_failure(&ffnskip(&bench), "needs a calibration with per-layer thresholds");
 }
 
 #[test]
