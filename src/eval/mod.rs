@@ -214,8 +214,10 @@ impl Tally {
             sum.accepted += s.accepted;
             sum.verified_rows += s.verified_rows;
             sum.draft_steps += s.draft_steps;
-            sum.draft_secs += s.draft_secs;
-            sum.verify_secs += s.verify_secs;
+            if c.decode_secs.is_some() {
+                sum.draft_secs += s.draft_secs;
+                sum.verify_secs += s.verify_secs;
+            }
         }
     }
 
@@ -242,8 +244,11 @@ impl Tally {
             );
             row.insert("drafted".into(), json!(s.drafted));
             row.insert("plain_steps".into(), json!(s.plain_steps));
-            row.insert("draft_secs_share".into(), json!(if self.secs > 0.0 { s.draft_secs / self.secs } else { 0.0 }));
-            row.insert("verify_secs_share".into(), json!(if self.secs > 0.0 { s.verify_secs / self.secs } else { 0.0 }));
+            // Shares of the decode time, which only items timed alone have.
+            if self.timed_steps > 0 && self.secs > 0.0 {
+                row.insert("draft_secs_share".into(), json!(s.draft_secs / self.secs));
+                row.insert("verify_secs_share".into(), json!(s.verify_secs / self.secs));
+            }
         }
         row
     }
