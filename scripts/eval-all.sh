@@ -11,7 +11,7 @@
 # Results go to DIR (default docs/runs/MODEL/TASK). Perplexity always decodes a window's
 # policies side by side (its speeds are not what it measures); --side-by-side does the same
 # for the generation tasks, whose decode speeds are then left out (measure them with
-# `ffnskip eval bench`).
+# `ffnskip bench`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 model=smollm2-135m threads=2 tasks=perplexity,factoid,chat,code factoid=500 windows=40 chat=80 code=82 out= together=()

@@ -26,7 +26,7 @@ pub struct ItemCommon {
     pub item: String,
     pub decode_steps: u64,
     /// Decode time of this item alone; `None` when it shared its forward steps with other
-    /// policies' rows (a batched perplexity run), so that no time is its own.
+    /// policies' rows (a side-by-side run), so that no time is its own.
     pub decode_secs: Option<f64>,
     pub post_warmup_steps: u64,
     pub ffn_skipped: u64,

@@ -159,8 +159,7 @@ fn score_together(
         0 => reference = Some(Reference::of(logits)),
         _ => scores[row - 1].add(reference.as_ref().expect("row 0 comes first"), logits, window[prefill + j]),
     })?;
-    for ((spec, score), mut run) in specs.iter().zip(scores).zip(runs.into_iter().skip(1)) {
-        run.secs = None;
+    for ((spec, score), run) in specs.iter().zip(scores).zip(runs.into_iter().skip(1)) {
         record(spec, score, run)?;
     }
     Ok(())
@@ -168,7 +167,8 @@ fn score_together(
 
 /// Prefills `window[..prefill]` for each of `specs`, then decodes the rest one token at a time,
 /// every spec's row in one forward step, calling `score(row, j, logits)` in row order with the
-/// distribution that predicts `window[prefill + j]`. The runs are timed by the whole steps.
+/// distribution that predicts `window[prefill + j]`. A run is timed only when it had the steps
+/// to itself (one spec).
 fn decode_together(
     cfg: &EvalConfig,
     specs: &[&DecodeSpec],
@@ -208,7 +208,7 @@ fn decode_together(
         .map(|split| DecodeRun {
             steps: steps as u64,
             rows: steps as u64,
-            secs: Some(secs),
+            secs: (specs.len() == 1).then_some(secs),
             counts: split.all,
             post_warmup_steps: split.post_warmup_steps as u64,
             post_warmup_counts: split.post_warmup,
