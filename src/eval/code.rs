@@ -19,6 +19,7 @@ use serde_json::{json, Map, Value};
 use crate::error::Result;
 use crate::eval::code_check::check;
 use crate::eval::data::load_code_problems;
+use crate::eval::metrics::share;
 use crate::eval::output::{read_items, ItemCommon, OutputDir};
 use crate::eval::{item_common, progress, write_summary, EvalConfig, Tally};
 
@@ -78,7 +79,6 @@ pub fn summarize(dir: &Path, policies: &[String]) -> Result<Vec<Map<String, Valu
     let items: Vec<CodeItem> = read_items(dir)?;
     let dense_passed: HashMap<&str, bool> =
         items.iter().filter(|i| i.common.policy == "dense").map(|i| (i.common.item.as_str(), i.passed)).collect();
-    let ratio = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f64 / b as f64 };
     let mut rows = Vec::new();
     for policy in policies {
         let mine: Vec<&CodeItem> = items.iter().filter(|i| &i.common.policy == policy).collect();
@@ -89,8 +89,8 @@ pub fn summarize(dir: &Path, policies: &[String]) -> Result<Vec<Map<String, Valu
             mine.iter().filter(|i| dense_passed.get(i.common.item.as_str()) == Some(&true)).collect();
         let kept = dense_ok.iter().filter(|i| i.passed).count();
         let mut row = tally.row(policy);
-        row.insert("pass_at_1".into(), json!(ratio(passed, mine.len())));
-        row.insert("retention".into(), json!(ratio(kept, dense_ok.len())));
+        row.insert("pass_at_1".into(), json!(share(passed, mine.len())));
+        row.insert("retention".into(), json!(share(kept, dense_ok.len())));
         row.insert("dense_passed".into(), json!(dense_ok.len()));
         rows.push(row);
     }

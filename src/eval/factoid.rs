@@ -10,7 +10,7 @@ use serde_json::{json, Map, Value};
 
 use crate::error::Result;
 use crate::eval::data::load_factoids;
-use crate::eval::metrics::answer_is_correct;
+use crate::eval::metrics::{answer_is_correct, share};
 use crate::eval::output::{read_items, ItemCommon, OutputDir};
 use crate::eval::{item_common, progress, write_summary, EvalConfig, Tally};
 
@@ -73,19 +73,11 @@ pub fn summarize(dir: &Path, policies: &[String]) -> Result<Vec<Map<String, Valu
             mine.iter().filter(|i| dense_right.get(i.common.item.as_str()) == Some(&true)).collect();
         let kept = dense_ok.iter().filter(|i| i.correct).count();
         let mut row = tally.row(policy);
-        row.insert("accuracy".into(), json!(ratio(right, mine.len())));
-        row.insert("retention".into(), json!(ratio(kept, dense_ok.len())));
+        row.insert("accuracy".into(), json!(share(right, mine.len())));
+        row.insert("retention".into(), json!(share(kept, dense_ok.len())));
         row.insert("dense_correct".into(), json!(dense_ok.len()));
         rows.push(row);
     }
     write_summary(dir, &rows)?;
     Ok(rows)
-}
-
-fn ratio(a: usize, b: usize) -> f64 {
-    if b == 0 {
-        0.0
-    } else {
-        a as f64 / b as f64
-    }
 }

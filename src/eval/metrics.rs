@@ -72,6 +72,12 @@ pub fn ends_in_loop(text: &str) -> bool {
     })
 }
 
+/// `part / whole`, or `None` for an empty whole: the retention of nothing (a model whose dense
+/// run solves no problem) is undefined, and 0 would read as "lost everything".
+pub fn share(part: usize, whole: usize) -> Option<f64> {
+    (whole > 0).then(|| part as f64 / whole as f64)
+}
+
 /// The median of `xs` (0 for none).
 pub fn median(xs: &[f64]) -> f64 {
     if xs.is_empty() {
@@ -90,6 +96,12 @@ pub fn median(xs: &[f64]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_share_of_nothing_is_undefined() {
+        assert_eq!(share(3, 4), Some(0.75));
+        assert_eq!(share(0, 0), None);
+    }
 
     #[test]
     fn answer_normalisation() {

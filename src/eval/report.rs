@@ -111,7 +111,11 @@ pub fn run_section(run: &Run) -> String {
             num(row, "ffn_skip_ratio_post_warmup"),
         ));
         for (key, _, digits) in cols {
-            s.push_str(&format!(" {:.*} |", *digits, num(row, key)));
+            // A metric with nothing to measure (retention when dense solved nothing) is null.
+            match row.get(*key).and_then(Value::as_f64) {
+                Some(v) => s.push_str(&format!(" {v:.*} |", *digits)),
+                None => s.push_str(" – |"),
+            }
         }
         s.push('\n');
     }
@@ -169,6 +173,17 @@ mod tests {
         });
         let s = run_section(&run);
         assert!(s.contains("| dense | 2 | 0.000 | 0.000 | – | – | 0.500 | 1.000 |"), "{s}");
+        assert!(!s.contains("NaN"), "{s}");
+    }
+
+    #[test]
+    fn an_undefined_metric_shows_none() {
+        let mut run = run();
+        run.rows.iter_mut().for_each(|r| {
+            r.insert("retention".into(), Value::Null);
+        });
+        let s = run_section(&run);
+        assert!(s.contains("| ffnskip@0.25 | 2 | 0.200 | 0.250 | 120.0 | 1.200× | 0.000 | – |"), "{s}");
         assert!(!s.contains("NaN"), "{s}");
     }
 
