@@ -92,6 +92,7 @@ fn factoid_smoke() {
     assert!(close(rows[1]["accuracy"].as_f64().unwrap(), skip.iter().filter(|v| right(v)).count() as f64 / 3.0));
     // Retention is a share of what dense got right; with nothing to retain it is undefined.
     if dense_right > 0 {
+        assert_eq!(rows[0]["retention"], 1.0);
         assert!(close(rows[1]["retention"].as_f64().unwrap(), kept as f64 / dense_right as f64));
     } else {
         assert!(rows.iter().all(|row| row["retention"].is_null()), "{rows:?}");
